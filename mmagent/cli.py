@@ -1,0 +1,5 @@
+import click
+@click.command()
+@click.version_option()
+def main():
+    pass
