@@ -265,7 +265,7 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
         except (TypeError, ValueError):
             number = None
         if number is None or (isinstance(value, float) and isinstance(default, int) and value != int(value)):
-            raise ConfigError(f"{where} must be a {type(default).__name__}, got {value!r}")
+            raise ConfigError(f"{where} must be {'an integer' if isinstance(default, int) else 'a number'}, got {value!r}")
         if number < 0 or (number == 0 and key != "fetch.max_redirects"):
             raise ConfigError(f"{where} must be positive, got {value!r}")
         return number

@@ -1,0 +1,9 @@
+"""mmagent's built-in backends, each an ordinary plugin module (installed as `mmagent.plugins`).
+
+Every module here is registered by the plugin manager like a third-party plugin, so it must stay
+cheap to import: heavy libraries (torch, transformers, ...) are imported inside the functions that
+need them.
+"""
+
+#: Modules registered as built-in plugins, in order.
+BUILTIN_PLUGINS: tuple[str, ...] = ()

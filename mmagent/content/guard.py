@@ -58,8 +58,8 @@ def inspect_media(
         raise MediaTooLargeError(f"{label} is {_mb(len(data))}, over the {_mb(limits.max_bytes)} limit")
     mime = sniff(data)
     if mime is None or mime not in ACCEPTED:
-        what = f"'{mime}'" if mime else "no image, audio or video format mmagent reads"
-        raise UnsupportedMediaError(f"{label}: the bytes are {what}")
+        what = f"'{mime}' is not a format mmagent accepts" if mime else "not an image, audio or video format mmagent reads"
+        raise UnsupportedMediaError(f"{label}: {what}")
     kind = ACCEPTED[mime]
     if declared_mime is not None:
         declared = normalize_mime(declared_mime)

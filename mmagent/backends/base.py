@@ -1,0 +1,65 @@
+"""The base every backend derives from: identity, what it accepts and produces, lazy model loading."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ..errors import BackendError
+from .model_cache import cached_model
+
+
+class Backend:
+    """A model behind a role. Subclasses set the class attributes and implement `load_model()`.
+
+    Construction is cheap; the model is loaded on first use and shared (one copy per process for
+    the same class, model, device and dtype).
+    """
+
+    role: ClassVar[str]
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    accepts: ClassVar[tuple[str, ...]] = ()
+    produces: ClassVar[tuple[str, ...]] = ()
+    default_model: ClassVar[str | None] = None
+    #: Import names this backend needs; `mmagent plugins` reports missing ones without importing them.
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, model: str | None = None, device: str = "auto", dtype: str = "auto", **options: Any):
+        self.model_id = model or self.default_model
+        self.device = device
+        self.dtype = dtype
+        self.options = options
+
+    # -- model lifecycle --------------------------------------------------------------------------
+
+    def load_model(self) -> Any:
+        """Load and return the heavy model object (import torch etc. here, not at module level)."""
+        return None
+
+    @property
+    def model(self) -> Any:
+        """The loaded model, loaded on first access."""
+        return cached_model(self.cache_key, self._load)
+
+    @property
+    def cache_key(self) -> tuple:
+        return (type(self).__module__, type(self).__qualname__, self.model_id, self.device, self.dtype)
+
+    def _load(self) -> Any:
+        try:
+            return self.load_model()
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"{self.role}/{self.name} could not load model {self.model_id!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "role": self.role, "name": self.name, "model": self.model_id, "device": self.device,
+            "dtype": self.dtype, "accepts": list(self.accepts), "produces": list(self.produces),
+        }
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.role}/{self.name} model={self.model_id!r} device={self.device}>"

@@ -1,5 +1,0 @@
-import click
-@click.command()
-@click.version_option()
-def main():
-    pass

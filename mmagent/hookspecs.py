@@ -1,0 +1,16 @@
+"""The plugin hooks. Each receives a callback or object to add things to; see docs/plugins.md."""
+
+from pluggy import HookimplMarker, HookspecMarker
+
+hookspec = HookspecMarker("mmagent")
+hookimpl = HookimplMarker("mmagent")
+
+
+@hookspec
+def register_backends(register):
+    """Call `register(BackendClass)` for each backend (ASR, OCR, LLM, ...) the plugin provides."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add commands to the `mmagent` CLI: `cli` is its click group (`@cli.command()`)."""

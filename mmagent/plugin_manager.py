@@ -1,0 +1,127 @@
+"""Loads plugins: the built-in modules, then the `mmagent` entry points (filtered by
+MMAGENT_LOAD_PLUGINS). A plugin that fails to import, to register or inside a hook is recorded
+and skipped; it never breaks the others."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pluggy
+
+from . import hookspecs
+
+ENTRY_POINT_GROUP = "mmagent"
+ALLOWLIST_VAR = "MMAGENT_LOAD_PLUGINS"
+
+
+@dataclass
+class PluginInfo:
+    """What `mmagent plugins` shows for one plugin."""
+
+    name: str
+    source: str  # "builtin" or "entry point"
+    package: str | None = None
+    version: str | None = None
+    module: str | None = None
+    status: str = "ok"  # ok | error
+    errors: list[str] = field(default_factory=list)
+    provides: list[str] = field(default_factory=list)  # "asr/whisper", "command palette", ...
+
+    def fail(self, message: str) -> None:
+        self.status = "error"
+        self.errors.append(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Plugins:
+    """A pluggy manager plus the record of what each plugin did."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+
+    def load(self, builtins: list[str], entry_points: bool = True) -> None:
+        for module_name in builtins:
+            info = PluginInfo(name=module_name.rsplit(".", 1)[-1], source="builtin", package="mmagent",
+                              module=module_name)
+            self._add(info, lambda m=module_name: importlib.import_module(m))
+        if entry_points:
+            self._load_entry_points()
+
+    def add(self, plugin: Any, name: str, source: str = "runtime") -> PluginInfo:
+        """Register an object or module as a plugin (tests, notebooks)."""
+        info = PluginInfo(name=name, source=source, module=getattr(plugin, "__name__", None))
+        self._add(info, lambda: plugin)
+        return info
+
+    def call(self, hook: str, kwargs_for: Callable[[PluginInfo], dict[str, Any]]) -> None:
+        """Call every implementation of `hook` in registration order, isolating failures.
+
+        `kwargs_for(info)` builds the hook's arguments for each plugin, so a `register` callback
+        can credit (or blame) the plugin that called it.
+        """
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            info = self.infos.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name, source="runtime"))
+            try:
+                impl.function(**{k: v for k, v in kwargs_for(info).items() if k in impl.argnames})
+            except Exception as exc:  # a plugin's bug must not take the others down
+                info.fail(f"{hook} raised {type(exc).__name__}: {exc}")
+
+    def _add(self, info: PluginInfo, loader: Callable[[], Any]) -> None:
+        self.infos[info.name] = info
+        try:
+            plugin = loader()
+        except Exception as exc:
+            info.fail(f"failed to import: {type(exc).__name__}: {exc}")
+            return
+        try:
+            self.pm.register(plugin, name=info.name)
+        except Exception as exc:  # pluggy.PluginValidationError, duplicate name ...
+            info.fail(f"failed to register: {exc}")
+
+    def _load_entry_points(self) -> None:
+        from importlib.metadata import entry_points
+
+        allow = os.environ.get(ALLOWLIST_VAR)
+        allowed = None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            dist = getattr(ep, "dist", None)
+            package = dist.metadata["Name"] if dist is not None else None
+            if allowed is not None and ep.name not in allowed and package not in allowed:
+                continue
+            if ep.name in self.infos:
+                self.infos[ep.name].fail(f"another plugin named '{ep.name}' is installed ({package})")
+                continue
+            info = PluginInfo(name=ep.name, source="entry point", package=package,
+                              version=dist.version if dist is not None else None, module=ep.value)
+            self._add(info, ep.load)
+
+
+_plugins: Plugins | None = None
+
+
+def get_plugins() -> Plugins:
+    """The process-wide plugin set, loaded on first use."""
+    global _plugins
+    if _plugins is None:
+        from .plugins import BUILTIN_PLUGINS
+
+        plugins = Plugins()
+        plugins.load(list(BUILTIN_PLUGINS))
+        _plugins = plugins
+    return _plugins
+
+
+def reset_plugins() -> None:
+    """Forget loaded plugins and registries (tests; after installing a plugin at run time)."""
+    global _plugins
+    _plugins = None
+    from .backends import registry
+
+    registry.reset_registry()
