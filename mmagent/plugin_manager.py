@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -83,17 +84,30 @@ class Plugins:
         try:
             self.pm.register(plugin, name=info.name)
         except Exception as exc:  # pluggy.PluginValidationError, duplicate name ...
-            info.fail(f"failed to register: {exc}")
+            info.fail(f"failed to register: {' '.join(str(exc).split())}")
+            return
+        # pluggy accepts implementations of hooks nobody declared (a typo such as
+        # `register_backend` would silently do nothing): reject them unless marked optionalhook.
+        unknown = sorted(
+            caller.name for caller in self.pm.get_hookcallers(plugin) or []
+            if caller.spec is None
+            and any(not impl.optionalhook for impl in caller.get_hookimpls() if impl.plugin is plugin)
+        )
+        if unknown:
+            self.pm.unregister(plugin)
+            known = ", ".join(sorted(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "mmagent_spec")))
+            info.fail(f"failed to register: unknown hook(s) {', '.join(unknown)} (known: {known})")
 
     def _load_entry_points(self) -> None:
         from importlib.metadata import entry_points
 
         allow = os.environ.get(ALLOWLIST_VAR)
         allowed = None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
+        allowed_dists = {_canonical(n) for n in allowed or ()}  # pip's rule: My_Plugin == my-plugin
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
             package = dist.metadata["Name"] if dist is not None else None
-            if allowed is not None and ep.name not in allowed and package not in allowed:
+            if allowed is not None and ep.name not in allowed and _canonical(package) not in allowed_dists:
                 continue
             if ep.name in self.infos:
                 self.infos[ep.name].fail(f"another plugin named '{ep.name}' is installed ({package})")
@@ -101,6 +115,11 @@ class Plugins:
             info = PluginInfo(name=ep.name, source="entry point", package=package,
                               version=dist.version if dist is not None else None, module=ep.value)
             self._add(info, ep.load)
+
+
+def _canonical(dist_name: str | None) -> str | None:
+    """A distribution name normalised as in PEP 503."""
+    return None if dist_name is None else re.sub(r"[-_.]+", "-", dist_name).lower()
 
 
 _plugins: Plugins | None = None

@@ -51,6 +51,7 @@ def build_cli() -> click.Group:
     from . import config_cmd, inspect_cmd, plugins_cmd
     from ..plugin_manager import get_plugins
 
+    cli.commands.clear()  # a rebuild (after reset_plugins) must not take old plugin commands for built-ins
     for module in (plugins_cmd, config_cmd, inspect_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)

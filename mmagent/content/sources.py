@@ -92,10 +92,11 @@ def read_path(path: Path, settings: Settings) -> bytes:
         fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise SourceNotFoundError(f"{label}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise SourceNotFoundError(f"{label} is not a regular file")
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise SourceNotFoundError(f"{label} is not a regular file")
         cap = settings.limits.max_bytes
         if st.st_size > cap:
             raise MediaTooLargeError(f"{label} is {st.st_size:,} bytes, over the {cap:,} byte limit")
