@@ -7,6 +7,20 @@ or in the environment (configuration, plugins, backends).
 
 from __future__ import annotations
 
+import re
+
+#: C0/C1 control characters and Unicode line/paragraph separators: what could break a message
+#: over several lines (or forge log lines) when it quotes user input.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """`text` with control characters (newlines included) escaped, cut to `limit` characters."""
+    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+    if limit is not None and len(text) > limit:
+        text = text[: max(limit - 3, 0)] + "..."
+    return text
+
 
 class MMAgentError(Exception):
     """Base class of every error mmagent raises deliberately."""
@@ -18,6 +32,10 @@ class InputError(MMAgentError, ValueError):
     """The input was rejected; nothing was stored or written."""
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *args: object) -> None:
+        # Messages quote user input (paths, URLs, MIME types): keep them on one line.
+        super().__init__(one_line(message), *args)
 
 
 class UnsupportedMediaError(InputError):

@@ -15,7 +15,7 @@ import time
 from urllib.parse import urljoin, urlsplit
 
 from ..config import FetchSettings, Limits
-from ..errors import FetchError, ForbiddenSourceError, MediaTooLargeError
+from ..errors import FetchError, ForbiddenSourceError, MediaTooLargeError, one_line
 
 
 def fetch_url(url: str, fetch: FetchSettings, limits: Limits) -> tuple[bytes, str | None]:
@@ -31,16 +31,24 @@ def fetch_url(url: str, fetch: FetchSettings, limits: Limits) -> tuple[bytes, st
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _ in range(fetch.max_redirects + 1):
             host, address, port = check_url(url, fetch)
-            request = _pinned_request(client, url, host, address, port)
+            try:
+                request = _pinned_request(client, url, host, address, port)
+            except httpx.InvalidURL as exc:
+                raise ForbiddenSourceError(f"invalid URL {_short(url)}: {exc}") from None
             try:
                 response = client.send(request, stream=True)
-            except httpx.TimeoutException:
+            except httpx.ConnectTimeout:
                 raise FetchError(f"timed out connecting to {host}") from None
+            except httpx.TimeoutException:
+                raise FetchError(f"timed out waiting for {host} to answer") from None
             except httpx.HTTPError as exc:
                 raise FetchError(f"cannot fetch {_short(url)}: {exc}") from None
             try:
                 if response.is_redirect and "location" in response.headers:
-                    url = urljoin(url, response.headers["location"])
+                    try:
+                        url = urljoin(url, response.headers["location"])
+                    except ValueError:
+                        raise FetchError(f"{_short(url)} redirects to an invalid URL") from None
                     continue
                 if response.status_code != 200:
                     raise FetchError(f"{_short(url)} answered HTTP {response.status_code}")
@@ -54,16 +62,23 @@ def fetch_url(url: str, fetch: FetchSettings, limits: Limits) -> tuple[bytes, st
 
 def check_url(url: str, fetch: FetchSettings) -> tuple[str, str, int]:
     """Validate scheme, host and every resolved address; return (host, address to use, port)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed '[' in an IPv6 host
+        raise ForbiddenSourceError(f"malformed URL: {_short(url)}") from None
     if parts.scheme not in ("http", "https"):
         raise ForbiddenSourceError(f"URL scheme '{parts.scheme}:' is not allowed (only http and https)")
     host = parts.hostname
     if not host:
         raise ForbiddenSourceError(f"URL has no host: {_short(url)}")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = parts.port
     except ValueError:
-        raise ForbiddenSourceError(f"URL has an invalid port: {_short(url)}") from None
+        port = 0
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    elif port == 0:  # out of range, not a number, or 0 (which used to mean "the default port")
+        raise ForbiddenSourceError(f"URL has an invalid port: {_short(url)}")
     if fetch.allowed_hosts and host.lower() not in {h.lower() for h in fetch.allowed_hosts}:
         raise ForbiddenSourceError(f"host '{host}' is not in fetch.allowed_hosts")
     try:
@@ -80,10 +95,19 @@ def check_url(url: str, fetch: FetchSettings) -> tuple[str, str, int]:
     return host, addresses[0], port
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: IPv4 in the low 32 bits
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use translation prefix
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d form (also :: and ::1)
+
+
 def is_public_address(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _IPV4_COMPATIBLE or ip in _NAT64_LOCAL:
+            return False
         mapped = ip.ipv4_mapped or ip.sixtofour
+        if mapped is None and ip in _NAT64:  # a NAT64 gateway would forward to the embedded IPv4
+            mapped = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if mapped is not None:
             ip = mapped
     return ip.is_global and not ip.is_multicast
@@ -122,4 +146,4 @@ def _read_capped(response, max_bytes: int, deadline: float, url: str) -> bytes:
 
 
 def _short(url: str) -> str:
-    return url if len(url) <= 120 else url[:117] + "..."
+    return one_line(url, 120)

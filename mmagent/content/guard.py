@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -166,8 +167,8 @@ def _ffprobe(data: bytes, mime: str, label: str) -> dict:
         except subprocess.TimeoutExpired:
             raise CorruptMediaError(f"{label}: probing '{mime}' took too long") from None
     if out.returncode != 0:
-        err = out.stderr.decode(errors="replace").strip().splitlines()
-        raise CorruptMediaError(f"{label}: cannot decode {mime} ({err[-1] if err else 'ffprobe failed'})")
+        err = out.stderr.decode(errors="replace").replace(f"{tmp.name}: ", "").strip().splitlines()
+        raise CorruptMediaError(f"{label}: cannot decode {mime} ({err[-1][:200] if err else 'ffprobe failed'})")
     try:
         return json.loads(out.stdout)
     except ValueError:
@@ -186,8 +187,12 @@ def _int(value) -> int | None:
         return None
 
 
+#: How decoders name the in-memory file they were given ("Error opening <_io.BytesIO object at 0x..>: ").
+_FILE_REPR = re.compile(r"(Error opening )?<_io\.\w+ object at 0x[0-9a-fA-F]+>:? ?")
+
+
 def _reason(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
+    text = _FILE_REPR.sub("", str(exc)).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
 
 

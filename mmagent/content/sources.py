@@ -11,7 +11,14 @@ from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 from ..config import Settings, load_settings
-from ..errors import ForbiddenSourceError, InvalidDataURLError, MediaTooLargeError, SourceNotFoundError
+from ..errors import (
+    ForbiddenSourceError,
+    InputError,
+    InvalidDataURLError,
+    MediaTooLargeError,
+    SourceNotFoundError,
+    one_line,
+)
 from .guard import MediaInfo, inspect_media
 from .parts import AudioPart, ImagePart, MediaPart, VideoPart
 from .store import MediaStore
@@ -19,7 +26,9 @@ from .store import MediaStore
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
-_DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*?),(?P<data>.*)$", re.DOTALL)
+_DATA_URL = re.compile(
+    r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*?),(?P<data>.*)$", re.DOTALL | re.IGNORECASE
+)
 
 
 def load_media(
@@ -58,13 +67,13 @@ def read_source(source: Source, settings: Settings) -> tuple[bytes, str | None, 
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), None, "input bytes"
     if isinstance(source, os.PathLike):
-        return read_path(Path(source), settings), None, str(source)
+        return read_path(Path(source), settings), None, one_line(str(source), 200)
     if not isinstance(source, str):
         raise TypeError(f"cannot load media from {type(source).__name__}")
     match = _SCHEME.match(source)
     scheme = match.group(1).lower() if match and len(match.group(1)) > 1 else None  # 'C:' is a drive
     if scheme is None:
-        return read_path(Path(source), settings), None, source
+        return read_path(Path(source), settings), None, one_line(source, 200)
     if scheme == "data":
         data, mime = parse_data_url(source, settings.limits.max_bytes)
         return data, mime, "data URL"
@@ -72,22 +81,27 @@ def read_source(source: Source, settings: Settings) -> tuple[bytes, str | None, 
         from .fetch import fetch_url
 
         data, _content_type = fetch_url(source, settings.fetch, settings.limits)
-        return data, None, source  # servers mislabel often: the bytes decide
+        return data, None, one_line(source, 120)  # servers mislabel often: the bytes decide
     raise ForbiddenSourceError(f"'{scheme}:' sources are not allowed (use a path, a data URL or http(s))")
 
 
 def read_path(path: Path, settings: Settings) -> bytes:
     """Read a regular file, confined to `paths.allowed_roots` when set, never past the byte cap."""
-    label = str(path)
+    label = one_line(str(path), 200)
+    roots = settings.paths.allowed_roots
     try:
-        resolved = path.expanduser().resolve(strict=True)
+        path = path.expanduser()
+        if roots:  # confine first: whether a path outside the roots exists is none of the caller's business
+            _confine(_resolve_loosely(path), roots, label)
+        resolved = path.resolve(strict=True)
+    except InputError:
+        raise
     except (FileNotFoundError, NotADirectoryError):
         raise SourceNotFoundError(f"{label}: no such file") from None
-    except (OSError, RuntimeError) as exc:  # permission, symlink loop
+    except (OSError, RuntimeError, ValueError) as exc:  # permission, symlink loop, NUL byte in the path
         raise SourceNotFoundError(f"{label}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
-    roots = settings.paths.allowed_roots
-    if roots and not any(resolved.is_relative_to(Path(r).expanduser().resolve()) for r in roots):
-        raise ForbiddenSourceError(f"{label} is outside the allowed roots ({', '.join(roots)})")
+    if roots:
+        _confine(resolved, roots, label)
     try:
         fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
@@ -104,6 +118,18 @@ def read_path(path: Path, settings: Settings) -> bytes:
     if len(data) > cap:
         raise MediaTooLargeError(f"{label} is over the {cap:,} byte limit")
     return data
+
+
+def _resolve_loosely(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: judge the path as written
+        return Path(os.path.abspath(path))
+
+
+def _confine(resolved: Path, roots: tuple[str, ...], label: str) -> None:
+    if not any(resolved.is_relative_to(Path(r).expanduser().resolve()) for r in roots):
+        raise ForbiddenSourceError(f"{label} is outside the allowed roots ({', '.join(roots)})")
 
 
 def parse_data_url(url: str, max_bytes: int) -> tuple[bytes, str | None]:
