@@ -14,3 +14,8 @@ def register_backends(register):
 @hookspec
 def register_commands(cli):
     """Add commands to the `mmagent` CLI: `cli` is its click group (`@cli.command()`)."""
+
+
+@hookspec
+def register_models(register):
+    """Call `register(ModelSpec(...))` for each offline model the plugin can build into the zoo."""

@@ -141,6 +141,8 @@ def reset_plugins() -> None:
     """Forget loaded plugins and registries (tests; after installing a plugin at run time)."""
     global _plugins
     _plugins = None
+    from . import zoo
     from .backends import registry
 
     registry.reset_registry()
+    zoo.reset_zoo()
