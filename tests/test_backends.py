@@ -111,9 +111,14 @@ def test_selection_from_configuration(registered, tmp_path, monkeypatch):
     assert get_backend("asr", "broken").model_id is None
 
 
-def test_default_is_first_registered_for_the_role(registered):
-    assert isinstance(get_backend("asr"), CountingASR)
-    assert isinstance(get_backend("llm"), EchoLLM)
+def test_default_is_first_registered_for_the_role(tmp_path):
+    reg = BackendRegistry()
+    reg.register(CountingASR)
+    reg.register(BrokenLoad)
+    reg.register(EchoLLM)
+    settings = load_settings(cwd=tmp_path)
+    assert reg.get("asr", settings=settings).cls is CountingASR
+    assert isinstance(reg.create("llm", settings=settings), EchoLLM)
 
 
 def test_unknown_role_or_name_is_a_clear_error(registered):
@@ -130,7 +135,7 @@ def test_load_failure_becomes_backend_error(registered):
 
 
 def test_chat_stream_falls_back_to_whole_answer(registered):
-    llm = get_backend("llm")
+    llm = get_backend("llm", "echo")
     assert list(llm.stream([Message("user", "hello there")])) == ["hello there"]
 
 

@@ -74,6 +74,8 @@ class _PluginGroupView:
         name = name or command.name
         if name in self._builtin:
             raise MMAgentError(f"command '{name}' is built in and cannot be replaced")
+        if name in self._group.commands:  # first come, first served, as for backends
+            raise MMAgentError(f"command '{name}' is already added by another plugin")
         self._group.add_command(command, name)
         self._info.provides.append(f"command {name}")
 

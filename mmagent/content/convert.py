@@ -98,7 +98,10 @@ def from_langchain(
     if kind not in ("image", "audio", "video"):
         raise ContentFormatError(f"unsupported content block type '{kind}'")
     settings = settings or load_settings()
-    extras = dict(block.get("extras") or {})
+    extras = block.get("extras") or {}
+    if not isinstance(extras, dict):
+        raise ContentFormatError(f"{kind} block: 'extras' must be an object")
+    extras = dict(extras)
     mime = block.get("mime_type")
     source_type = block.get("source_type")  # langchain-core 0.3 form
     if "base64" in block or source_type == "base64":
