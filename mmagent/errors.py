@@ -75,9 +75,9 @@ class PluginError(MMAgentError):
     """A plugin failed to load or to register."""
 
 
-class BackendNotFoundError(MMAgentError):
-    """No backend is registered under the requested role and name."""
-
-
 class BackendError(MMAgentError):
     """A backend failed to load its model or to run."""
+
+
+class BackendNotFoundError(BackendError):
+    """No backend is registered under the requested role and name."""

@@ -61,8 +61,11 @@ class TransformersChat(ChatModel):
     def load_model(self):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         from mmagent.backends.devices import resolve_device, resolve_dtype
+
+        hf_logging.disable_progress_bar()
         from mmagent.zoo import get_zoo
 
         zoo = get_zoo()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import BackendError
@@ -55,6 +58,18 @@ class Backend:
                 f"{self.role}/{self.name} could not load model {self.model_id!r}: {type(exc).__name__}: {exc}"
             ) from exc
 
+    def unavailable_reason(self) -> str | None:
+        """None when this backend can run here without surprises, else one line saying why not.
+
+        Checked without loading anything: required modules installed, and the model local (a zoo
+        model whose source is installed, an existing path, or a Hugging Face id already in the
+        local cache). Pipelines skip tools that are unavailable unless the user configured them.
+        """
+        missing = [m for m in self.requires if importlib.util.find_spec(m.split(".")[0]) is None]
+        if missing:
+            return f"{self.role}/{self.name} needs {', '.join(missing)} (not installed)"
+        return model_unavailable_reason(self.model_id)
+
     def describe(self) -> dict[str, Any]:
         return {
             "role": self.role, "name": self.name, "model": self.model_id, "device": self.device,
@@ -63,3 +78,34 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.role}/{self.name} model={self.model_id!r} device={self.device}>"
+
+
+def model_unavailable_reason(model_id: str | None) -> str | None:
+    """Why `model_id` cannot be used offline here, or None if it can (see `unavailable_reason`)."""
+    if model_id is None:
+        return None
+    from ..zoo import get_zoo
+
+    zoo = get_zoo()
+    if model_id in zoo.specs:
+        if zoo.status(model_id) == "unavailable":
+            spec = zoo.spec(model_id)
+            return f"zoo model '{model_id}' needs {spec.source} ({spec.install_hint or 'not installed'})"
+        return None
+    if os.path.exists(os.path.expanduser(model_id)):
+        return None
+    if _in_hf_cache(model_id):
+        return None
+    return f"model '{model_id}' is neither a zoo model, a local path nor in the Hugging Face cache"
+
+
+def _in_hf_cache(model_id: str) -> bool:
+    if model_id.count("/") != 1 or importlib.util.find_spec("huggingface_hub") is None:
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("config.json", "model_index.json"):
+        found = try_to_load_from_cache(model_id, filename)
+        if isinstance(found, str) and Path(found).exists():
+            return True
+    return False

@@ -1,0 +1,40 @@
+"""`mmagent run`: one request through a pipeline."""
+
+from __future__ import annotations
+
+import click
+
+from .output import print_json
+
+
+@click.command()
+@click.argument("prompt", required=False, default="")
+@click.option("--image", "images", multiple=True, metavar="PATH", help="An image (path, data URL or URL). Repeatable.")
+@click.option("--audio", "audio", multiple=True, metavar="PATH", help="An audio file. Repeatable.")
+@click.option("--pipeline", default="tools", show_default=True, help="tools (LLM + tools).")
+@click.option("--output", type=click.Choice(["auto", "text", "image", "speech"]), default="auto", show_default=True,
+              help="Answer modality; auto follows the request.")
+@click.option("--planner", type=click.Choice(["auto", "rules", "llm"]), default="auto", show_default=True,
+              help="rules: deterministic; llm: the chat model calls tools (needs tool calling).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: answer, pipeline, plan, steps ...")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="mmagent-out", show_default=True,
+              help="Where generated images and audio are written.")
+def run(prompt: str, images: tuple[str, ...], audio: tuple[str, ...], pipeline: str, output: str, planner: str,
+        as_json: bool, out_dir: str) -> None:
+    """Answer PROMPT about the given images and audio (a spoken question needs no PROMPT)."""
+    from ..runner import run as run_request
+
+    result = run_request(prompt, images=images, audio=audio, pipeline=pipeline, output=output, planner=planner)
+    files = result.save_outputs(out_dir) if result.outputs else []
+    if as_json:
+        print_json(result.to_json(files))
+        return
+    click.echo(result.answer)
+    for path in files:
+        click.echo(f"wrote {path}", err=True)
+    for step in result.steps:
+        if step.get("error"):
+            click.echo(f"note: {step['tool']} skipped: {step['error']}", err=True)
+
+
+COMMANDS = [run]

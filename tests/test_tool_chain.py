@@ -1,0 +1,186 @@
+"""The tool-chain graph with scripted backends: routing, artifacts, steps, outputs, both planners."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmagent.backends.results import ChatResult
+from mmagent.errors import BackendError, InputError
+from mmagent.runner import run
+from mmagent.testing import (ScriptedASR, ScriptedCaptioner, ScriptedDetector, ScriptedImageGen, ScriptedLLM,
+                             ScriptedOCR, ScriptedTTS, scripted_toolbox, silent_wav, tool_call)
+
+
+@pytest.fixture
+def receipt(tmp_path) -> Path:
+    from PIL import Image
+
+    path = tmp_path / "receipt.png"
+    Image.new("RGB", (64, 48), "white").save(path)
+    return path
+
+
+@pytest.fixture
+def speech(tmp_path) -> Path:
+    path = tmp_path / "q.wav"
+    path.write_bytes(silent_wav(0.5))
+    return path
+
+
+def test_image_question_runs_ocr_then_llm_over_the_observation(receipt):
+    llm = ScriptedLLM("9.75")
+    box = scripted_toolbox(ocr=ScriptedOCR(["CAFE", "TOTAL 9.75"]), llm=llm)
+    result = run("What is the total on the receipt?", images=[receipt], toolbox=box, planner="rules")
+    assert result.answer == "9.75"
+    assert [s["tool"] for s in result.steps] == ["ocr", "llm"]
+    assert result.steps[0]["output"] == "CAFE\nTOTAL 9.75" and result.steps[0]["input"] == 0
+    assert all(s["seconds"] >= 0 for s in result.steps)
+    [ocr] = result.artifacts
+    assert ocr["kind"] == "ocr" and ocr["label"] == "text read from image 1" and len(ocr["lines"]) == 2
+    prompt = llm.calls[0]["messages"][-1].text
+    assert "TOTAL 9.75" in prompt and "Question: What is the total on the receipt?" in prompt
+    assert result.plan["intent"] == "read" and result.plan["image_tools"] == ["ocr"]
+
+
+def test_spoken_question_becomes_the_question(receipt, speech):
+    llm = ScriptedLLM("9.75")
+    box = scripted_toolbox(asr=ScriptedASR("What is the total on the receipt?"), ocr=ScriptedOCR(), llm=llm)
+    result = run(images=[receipt], audio=[speech], toolbox=box, planner="rules")
+    assert [s["tool"] for s in result.steps] == ["asr", "ocr", "llm"]
+    assert result.artifacts[0] == {"kind": "transcript", "input": 1, "label": "transcript of audio 1",
+                                   "text": "What is the total on the receipt?", "language": "en"}
+    assert llm.calls[0]["messages"][-1].text.endswith("Question: What is the total on the receipt?")
+
+
+def test_transcription_request_returns_the_transcript_without_the_llm(speech):
+    llm = ScriptedLLM("should not be called")
+    result = run("Transcribe this recording", audio=[speech], toolbox=scripted_toolbox(asr=ScriptedASR("hi there"),
+                                                                                         llm=llm))
+    assert result.answer == "hi there" and llm.calls == []
+
+
+def test_describe_uses_captioner_and_detect_adds_boxes(receipt):
+    box = scripted_toolbox(caption=ScriptedCaptioner("a dog on grass"), ocr=ScriptedOCR([]),
+                           detect=ScriptedDetector(), llm=ScriptedLLM("a dog"))
+    result = run("Describe the picture and find the objects in the image", images=[receipt], toolbox=box,
+                 planner="rules")
+    kinds = [a["kind"] for a in result.artifacts]
+    assert "caption" in kinds and "detections" in kinds
+    det = next(a for a in result.artifacts if a["kind"] == "detections")
+    assert det["detections"][0]["box"] == [1.0, 1.0, 32.0, 24.0]
+
+
+def test_speech_output_is_synthesized_and_saved(tmp_path, receipt):
+    box = scripted_toolbox(ocr=ScriptedOCR(), llm=ScriptedLLM("Nine seventy-five."), tts=ScriptedTTS())
+    result = run("Read the total and say the answer out loud", images=[receipt], toolbox=box, planner="rules")
+    assert result.plan["output"] == "speech"
+    [audio] = result.outputs
+    assert audio.type == "audio" and audio.duration == pytest.approx(0.2)
+    assert result.steps[-1]["tool"] == "tts" and result.steps[-1]["output"]["type"] == "audio"
+    [path] = result.save_outputs(tmp_path / "out")
+    assert Path(path).read_bytes() == audio.read_bytes() and path.endswith(".wav")
+    assert json.loads(json.dumps(result.to_json([path])))["outputs"][0]["path"] == path
+
+
+def test_image_generation_request(tmp_path):
+    llm = ScriptedLLM()
+    box = scripted_toolbox(llm=llm, image_gen=ScriptedImageGen())
+    result = run("Generate an image of a red bicycle", toolbox=box, planner="rules")
+    assert result.plan["output"] == "image" and result.outputs[0].type == "image"
+    assert llm.calls == []  # nothing to answer: the image is the answer
+
+
+def test_explicit_output_overrides_intent(receipt):
+    box = scripted_toolbox(ocr=ScriptedOCR(), llm=ScriptedLLM("x"), tts=ScriptedTTS())
+    assert run("What is the total?", images=[receipt], toolbox=box, output="speech").plan["output"] == "speech"
+    assert run("Say it out loud", images=[receipt], toolbox=box, output="text").outputs == []
+
+
+def test_failing_optional_tool_is_recorded_and_the_answer_still_comes(receipt):
+    class BrokenOCR(ScriptedOCR):
+        def read(self, image):
+            raise BackendError("ocr/broken could not load model 'x'")
+
+    box = scripted_toolbox(ocr=BrokenOCR(), caption=ScriptedCaptioner("a receipt"), llm=ScriptedLLM("unknown"))
+    result = run("What is in this image?", images=[receipt], toolbox=box)
+    assert result.plan["skipped"] == {}
+    failed = [s for s in result.steps if s.get("error")]
+    assert failed and failed[0]["tool"] == "ocr" and "could not load" in failed[0]["error"]
+    assert result.answer == "unknown"
+
+
+def test_missing_llm_is_an_error_not_a_silent_empty_answer(receipt):
+    with pytest.raises(BackendError):
+        run("What is the total?", images=[receipt], toolbox=scripted_toolbox(ocr=ScriptedOCR()))
+
+
+def test_empty_request_and_bad_options_are_input_errors(receipt):
+    box = scripted_toolbox(llm=ScriptedLLM())
+    with pytest.raises(InputError, match="nothing to do"):
+        run("  ", toolbox=box)
+    with pytest.raises(InputError, match="unknown pipeline"):
+        run("hi", pipeline="nope", toolbox=box)
+    with pytest.raises(InputError, match="unknown output"):
+        run("hi", output="smell", toolbox=box)
+    with pytest.raises(InputError, match="expected an image"):
+        run("hi", images=[silent_wav()], toolbox=box)
+
+
+def test_llm_planner_calls_tools_and_answers(receipt, speech):
+    llm = ScriptedLLM(replies=[tool_call("read_text", input=0), tool_call("speak", text="x"),
+                               ChatResult("The total is 9.75.")], supports_tools=True)
+    box = scripted_toolbox(ocr=ScriptedOCR(["TOTAL 9.75"]), llm=llm, tts=ScriptedTTS())
+    result = run("What is the total?", images=[receipt], toolbox=box)  # auto -> llm planner
+    assert result.plan["planner"] == "llm" and result.plan["output"] == "speech"
+    assert result.answer == "The total is 9.75."
+    assert [s["tool"] for s in result.steps] == ["llm", "ocr", "llm", "llm", "tts"]
+    offered = {t.name for t in llm.calls[0]["tools"]}
+    assert offered == {"read_text", "speak"}  # only tools whose backends exist
+    tool_msg = llm.calls[1]["messages"][-1]
+    assert tool_msg.role == "tool" and tool_msg.tool_call_id == "call_read_text" and tool_msg.content == "TOTAL 9.75"
+
+
+def test_llm_planner_reports_bad_tool_arguments_back_to_the_model(receipt):
+    llm = ScriptedLLM(replies=[tool_call("read_text", input=7), tool_call("nope"), ChatResult("sorry")],
+                      supports_tools=True)
+    result = run("total?", images=[receipt], toolbox=scripted_toolbox(ocr=ScriptedOCR(), llm=llm))
+    assert llm.calls[1]["messages"][-1].content == "error: input must be an index from 0 to 0"
+    assert llm.calls[2]["messages"][-1].content == "error: no tool named nope"
+    assert result.answer == "sorry"
+
+
+def test_llm_planner_stops_offering_tools_after_the_turn_limit(receipt):
+    from mmagent.graphs.tool_chain import MAX_AGENT_TURNS
+
+    llm = ScriptedLLM(replies=[tool_call("read_text", input=0)] * MAX_AGENT_TURNS + [ChatResult("done")],
+                      supports_tools=True)
+    result = run("total?", images=[receipt], toolbox=scripted_toolbox(ocr=ScriptedOCR(), llm=llm))
+    assert result.answer == "done"
+    assert [bool(c["tools"]) for c in llm.calls] == [True] * MAX_AGENT_TURNS + [False]
+
+
+def test_state_holds_references_not_bytes(receipt):
+    from mmagent.runner import build_pipeline
+
+    box = scripted_toolbox(ocr=ScriptedOCR(), llm=ScriptedLLM("x"))
+    graph = build_pipeline("tools", box, planner="rules")
+    from mmagent.content import load_media
+
+    part = load_media(receipt, expect="image")
+    state = graph.invoke({"prompt": "total?", "inputs": [part.to_dict()], "output": "auto"})
+    assert len(json.dumps(state, default=str)) < 4000
+    assert "base64" not in json.dumps(state, default=str)
+
+
+def test_cli_run_json_and_bad_input(tmp_path):
+    mm = str(Path(sys.executable).with_name("mmagent"))
+    bad = subprocess.run([mm, "run", "--image", str(tmp_path / "missing.png"), "hi"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("Error: ") and "Traceback" not in bad.stderr
+    empty = subprocess.run([mm, "run"], capture_output=True, text=True)
+    assert empty.returncode == 2 and "nothing to do" in empty.stderr
