@@ -8,4 +8,5 @@ need them.
 #: Modules registered as built-in plugins, in order.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "mmagent.plugins.transformers_llm",
+    "mmagent.plugins.openai_client",
 )
