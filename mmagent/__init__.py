@@ -27,6 +27,8 @@ _LAZY = {
     "Message": "mmagent.backends", "ToolSpec": "mmagent.backends",
     # plugins
     "get_plugins": "mmagent.plugin_manager",
+    # running requests
+    "run": "mmagent.runner", "RunResult": "mmagent.runner",
 }
 
 __all__ = ["InputError", "MMAgentError", "__version__", "hookimpl", *_LAZY]
@@ -46,3 +48,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .content import (AudioPart, ImagePart, MediaRef, MediaStore, TextPart, VideoPart, from_langchain,
                           from_openai, load_media, to_langchain, to_openai)
     from .plugin_manager import get_plugins
+    from .runner import RunResult, run

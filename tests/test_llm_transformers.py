@@ -16,13 +16,6 @@ from mmagent.zoo import get_zoo  # noqa: E402
 RECEIPT = "CORNER CAFE\nCoffee 3.50\nBagel 2.25\nOrange juice 4.00\nTOTAL 9.75"
 
 
-@pytest.fixture(scope="session")
-def models_home(tmp_path_factory) -> Path:
-    """A model cache shared by the session: MMAGENT_TEST_MODELS if set, else a session tmp dir."""
-    shared = os.environ.get("MMAGENT_TEST_MODELS")
-    return Path(shared) if shared else tmp_path_factory.mktemp("models-home")
-
-
 @pytest.fixture
 def smollm2(models_home, monkeypatch):
     monkeypatch.setenv("MMAGENT_HOME", str(models_home))

