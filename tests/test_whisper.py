@@ -266,7 +266,9 @@ def test_locate_packaged_weights():
     assert [p.name for p in tiny] == ["model.bin"] and (tiny[0].parent / "tokenizer.json").is_file()
     assert [p.name for p in base] == ["model.bin.part1", "model.bin.part2"]
     assert (base[0].parent / "config.json").is_file()
-    assert faster_whisper_dir("tiny.en") == str(tiny[0].parent)  # used in place, no copy
+    linked = Path(faster_whisper_dir("tiny.en"))  # a zoo folder of links: no 75 MB copy
+    assert (linked / "model.bin").resolve() == tiny[0].resolve()
+    assert faster_whisper_dir("faster-whisper-tiny.en") == str(linked)
 
 
 # -- audio decoding ------------------------------------------------------------------------------
