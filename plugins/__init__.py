@@ -8,6 +8,9 @@ need them.
 #: Modules registered as built-in plugins, in order.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "mmagent.plugins.whisper",
+    "mmagent.plugins.ocr",
+    "mmagent.plugins.minilm",
     "mmagent.plugins.transformers_llm",
+    "mmagent.plugins.piper_tts",
     "mmagent.plugins.openai_client",
 )

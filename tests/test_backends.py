@@ -124,8 +124,8 @@ def test_default_is_first_registered_for_the_role(tmp_path):
 def test_unknown_role_or_name_is_a_clear_error(registered):
     with pytest.raises(BackendNotFoundError, match="no backend 'nope' for role 'asr' .*counting"):
         get_backend("asr", "nope")
-    with pytest.raises(BackendNotFoundError, match="role 'tts'"):
-        get_backend("tts")
+    with pytest.raises(BackendNotFoundError, match="role 'no_such_role'"):
+        get_backend("no_such_role")
 
 
 def test_load_failure_becomes_backend_error(registered):
@@ -204,3 +204,16 @@ def test_device_and_dtype_resolution_on_cpu():
 def test_settings_role_defaults_for_unconfigured_roles(tmp_path):
     role = load_settings(cwd=tmp_path).role("asr")
     assert (role.backend, role.model, role.device, role.dtype) == (None, None, "auto", "auto")
+
+
+def test_ocr_text_joins_boxes_that_share_a_row():
+    from mmagent.backends import OcrLine, OcrResult
+
+    result = OcrResult((
+        OcrLine("9.75", (180, 240, 230, 262), 0.99),
+        OcrLine("TOTAL", (30, 238, 110, 264), 0.99),
+        OcrLine("Coffee", (30, 80, 100, 100), 0.98),
+        OcrLine("3.50", (150, 81, 192, 99), 0.98),
+    ))
+    assert result.text == "Coffee 3.50\nTOTAL 9.75"
+    assert OcrResult().text == ""

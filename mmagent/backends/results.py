@@ -33,11 +33,24 @@ class OcrLine:
 
 @dataclass(frozen=True)
 class OcrResult:
+    """Detected text boxes. `text` joins boxes that share a row ("TOTAL" + "9.75" → "TOTAL 9.75")."""
+
     lines: tuple[OcrLine, ...] = ()
 
     @property
     def text(self) -> str:
-        return "\n".join(line.text for line in self.lines)
+        return "\n".join(" ".join(line.text for line in row) for row in self.rows())
+
+    def rows(self) -> list[list[OcrLine]]:
+        """Boxes grouped into visual rows (vertical centre inside the row's band), left to right."""
+        rows: list[list[OcrLine]] = []
+        for line in sorted(self.lines, key=lambda l: (l.box[1] + l.box[3]) / 2):
+            centre = (line.box[1] + line.box[3]) / 2
+            if rows and rows[-1][0].box[1] <= centre <= rows[-1][0].box[3]:
+                rows[-1].append(line)
+            else:
+                rows.append([line])
+        return [sorted(row, key=lambda l: l.box[0]) for row in rows]
 
 
 @dataclass(frozen=True)
