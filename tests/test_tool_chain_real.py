@@ -1,0 +1,55 @@
+"""The tool chain end to end on real offline weights: Whisper base, PP-OCRv4, MiniLM, SmolLM2, Piper."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmagent.runner import run
+
+pytestmark = pytest.mark.slow
+MEDIA = Path(__file__).resolve().parent.parent / "examples" / "media"
+MODELS = ("whisper-base", "pp-ocrv4", "all-minilm-l6-v2", "smollm2-135m-instruct", "piper-en-us-joe-medium")
+
+
+@pytest.fixture
+def offline_home(zoo_model, models_home, monkeypatch):
+    for name in MODELS:
+        zoo_model(name)
+    monkeypatch.setenv("MMAGENT_HOME", str(models_home))
+    return models_home
+
+
+def test_typed_question_about_a_receipt(offline_home):
+    result = run("What is the total on the receipt?", images=[MEDIA / "receipt.png"])
+    assert "9.75" in result.answer
+    assert [s["tool"] for s in result.steps] == ["ocr", "llm"]
+    assert result.plan["intent"] == "read" and result.plan["intent_method"] == "embeddings"
+    assert "TOTAL 9.75" in result.artifacts[0]["text"]
+
+
+def test_spoken_question_about_a_receipt_answered_out_loud(offline_home, tmp_path):
+    result = run(audio=[MEDIA / "question.wav"], images=[MEDIA / "receipt.png"], output="speech")
+    transcript = result.artifacts[0]
+    assert transcript["kind"] == "transcript" and "total on the receipt" in transcript["text"].lower()
+    assert "9.75" in result.answer
+    [speech] = result.outputs
+    assert speech.type == "audio" and 1.0 < speech.duration < 15.0
+    [path] = result.save_outputs(tmp_path)
+    assert Path(path).stat().st_size == speech.ref.size
+
+
+def test_cli_json_has_answer_pipeline_and_timed_steps(offline_home, tmp_path):
+    mm = str(Path(sys.executable).with_name("mmagent"))
+    proc = subprocess.run([mm, "run", "--json", "--image", str(MEDIA / "receipt.png"), "What is the total?"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert "9.75" in data["answer"] and data["pipeline"] == "tools"
+    assert [s["tool"] for s in data["steps"]] == ["ocr", "llm"]
+    assert all(isinstance(s["seconds"], float) and s["output"] for s in data["steps"])
