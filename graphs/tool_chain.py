@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 import time
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Callable, TypedDict
 
 from mmagent.backends.results import Message, ToolCall, ToolSpec
 from mmagent.content.parts import part_from_dict
@@ -93,7 +93,7 @@ class _Nodes:
         """Transcribe every audio input; a spoken question becomes the question."""
         artifacts, steps = [], []
         for index, n, part in _inputs(state, "audio"):
-            transcript, step = self._call("asr", "transcribe", part, index=index)
+            transcript, step = self._call("asr", lambda asr: asr.transcribe(part), index=index)
             steps.append(step)
             if transcript is not None:
                 artifacts.append({"kind": "transcript", "input": index, "label": f"transcript of audio {n}",
@@ -109,9 +109,9 @@ class _Nodes:
         """Turn the answer into the requested modality (image via text-to-image, speech via TTS)."""
         kind = state["plan"]["output"]
         if kind == "image":
-            part, step = self._call("image_gen", "generate", state["question"])
+            part, step = self._call("image_gen", lambda gen: gen.generate(state["question"]))
         else:
-            part, step = self._call("tts", "synthesize", state["answer"])
+            part, step = self._call("tts", lambda tts: tts.synthesize(state["answer"]))
         out: dict = {"steps": [step]}
         if part is not None:
             out["outputs"] = [part.to_dict()]
@@ -122,8 +122,12 @@ class _Nodes:
 
     def plan(self, state: ToolChainState) -> dict:
         question = state.get("question", "")
-        embedder = self.tools.get("embed") if self.tools.has("embed") else None
-        intent = score_intents(question, embedder)
+        steps = []
+        if self.tools.has("embed") and question.strip():
+            intent, step = self._call("embed", lambda embedder: score_intents(question, embedder))
+            steps.append(step)
+        if not steps or intent is None:
+            intent = score_intents(question, None)
         has_images = any(True for _ in _inputs(state, "image"))
         image_tools, skipped = [], {}
         if has_images:
@@ -142,14 +146,14 @@ class _Nodes:
             output = "image" if intent.top == "image" else "speech" if intent.wants("speech") else "text"
         plan = {"planner": "rules", "intent": intent.top, "intent_scores": _round(intent.scores),
                 "intent_method": intent.method, "image_tools": image_tools, "skipped": skipped, "output": output}
-        return {"plan": plan}
+        return {"plan": plan, "steps": steps}
 
     def look(self, state: ToolChainState) -> dict:
         artifacts, steps = [], []
         methods = {"ocr": "read", "caption": "caption", "detect": "detect"}
         for index, n, part in _inputs(state, "image"):
             for role in state["plan"]["image_tools"]:
-                result, step = self._call(role, methods[role], part, index=index)
+                result, step = self._call(role, lambda b, m=methods[role]: getattr(b, m)(part), index=index)
                 steps.append(step)
                 if result is not None:
                     artifacts.append(_image_artifact(role, result, index, n))
@@ -167,8 +171,8 @@ class _Nodes:
         if state.get("prompt") and transcripts:  # the audio is material, not the question
             question = state["prompt"]
         user = f"Observations:\n{observations}\n\nQuestion: {question}" if observations else question
-        result, step = self._call("llm", "chat", [Message("system", SYSTEM), Message("user", user)],
-                                  required=True, max_tokens=128)
+        messages = [Message("system", SYSTEM), Message("user", user)]
+        result, step = self._call("llm", lambda llm: llm.chat(messages, max_tokens=128), required=True)
         return {"answer": result.text, "steps": [step]}
 
     # -- LLM tool-calling planner ---------------------------------------------------------------------
@@ -189,8 +193,8 @@ class _Nodes:
             out["plan"] = {"planner": "llm", "output": "text" if output == "auto" else output}
         turns = sum(1 for m in messages if m["role"] == "assistant")
         specs = self._agent_tools() if turns < MAX_AGENT_TURNS else None
-        result, step = self._call("llm", "chat", [_to_message(m) for m in messages], required=True,
-                                  tools=specs, max_tokens=256)
+        history = [_to_message(m) for m in messages]
+        result, step = self._call("llm", lambda llm: llm.chat(history, tools=specs, max_tokens=256), required=True)
         reply = {"role": "assistant", "content": result.text,
                  "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in result.tool_calls]}
         out.update({"messages": [*messages, reply], "steps": [step]})
@@ -236,7 +240,7 @@ class _Nodes:
             return f"error: input must be an index from 0 to {len(inputs) - 1}", None, None
         part = part_from_dict(inputs[index])
         kwargs = {"labels": args["labels"]} if call["name"] == "detect_objects" and args.get("labels") else {}
-        result, step = self._call(role, method, part, index=index, **kwargs)
+        result, step = self._call(role, lambda b: getattr(b, method)(part, **kwargs), index=index)
         if result is None:
             return f"error: {step['error']}", None, step
         n = 1 + sum(1 for p in inputs[:index] if p["type"] == part.type)
@@ -246,9 +250,9 @@ class _Nodes:
 
     # -- running one tool -------------------------------------------------------------------------------
 
-    def _call(self, role: str, method: str, *args, index: int | None = None, required: bool = False,
-              **kwargs) -> tuple[Any, dict]:
-        """Run `role.method(*args)`, timing it. A failing optional tool is recorded, not raised."""
+    def _call(self, role: str, use: Callable[[Any], Any], *, index: int | None = None,
+              required: bool = False) -> tuple[Any, dict]:
+        """Run `use(backend of role)`, timing it. A failing optional tool is recorded, not raised."""
         step: dict = {"tool": role}
         if index is not None:
             step["input"] = index
@@ -259,7 +263,7 @@ class _Nodes:
                 raise BackendError(reason)
             backend = self.tools.get(role)
             step.update(backend=backend.name, model=backend.model_id)
-            result = getattr(backend, method)(*args, **kwargs)
+            result = use(backend)
         except BackendError as exc:
             if required:
                 raise
@@ -305,6 +309,8 @@ def _image_artifact(role: str, result: Any, index: int, n: int) -> dict:
 
 def _summary(result: Any) -> dict:
     """What a step record shows of a tool's result: its text, or the stored file it produced."""
+    if hasattr(result, "scores"):  # intent scoring
+        return {"output": f"intent: {result.top}"}
     if hasattr(result, "ref"):  # a generated part
         return {"output": {"type": result.type, "sha256": result.ref.sha256}}
     text = getattr(result, "text", result)

@@ -10,7 +10,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "mmagent.plugins.whisper",
     "mmagent.plugins.ocr",
     "mmagent.plugins.minilm",
+    "mmagent.plugins.vision",
     "mmagent.plugins.transformers_llm",
     "mmagent.plugins.piper_tts",
+    "mmagent.plugins.diffusers_t2i",
     "mmagent.plugins.openai_client",
 )

@@ -28,7 +28,7 @@ def offline_home(zoo_model, models_home, monkeypatch):
 def test_typed_question_about_a_receipt(offline_home):
     result = run("What is the total on the receipt?", images=[MEDIA / "receipt.png"])
     assert "9.75" in result.answer
-    assert [s["tool"] for s in result.steps] == ["ocr", "llm"]
+    assert [s["tool"] for s in result.steps] == ["embed", "ocr", "llm"]
     assert result.plan["intent"] == "read" and result.plan["intent_method"] == "embeddings"
     assert "TOTAL 9.75" in result.artifacts[0]["text"]
 
@@ -51,5 +51,5 @@ def test_cli_json_has_answer_pipeline_and_timed_steps(offline_home, tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert "9.75" in data["answer"] and data["pipeline"] == "tools"
-    assert [s["tool"] for s in data["steps"]] == ["ocr", "llm"]
+    assert [s["tool"] for s in data["steps"]] == ["embed", "ocr", "llm"]
     assert all(isinstance(s["seconds"], float) and s["output"] for s in data["steps"])

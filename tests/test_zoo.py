@@ -144,4 +144,5 @@ def test_models_cli_lists_and_prepares(tmp_path):
     assert after["demo-model"]["status"] == "ready"
     assert (Path(after["demo-model"]["path"]) / "w.bin").read_bytes() == b"abc"
     bad = run("models", "prepare", "nope")
-    assert bad.returncode == 1 and bad.stderr.startswith("Error: no zoo model named 'nope' (known: demo-model")
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: no zoo model named 'nope' (known: ")
+    assert "demo-model" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

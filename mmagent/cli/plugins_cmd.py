@@ -13,8 +13,10 @@ def plugins(as_json: bool) -> None:
     """List plugins: what each provides, where it comes from, and load errors."""
     from ..backends.registry import get_registry
     from ..plugin_manager import get_plugins
+    from ..zoo import get_zoo
 
-    get_registry()  # runs register_backends, so 'provides' and errors are complete
+    get_registry()  # runs register_backends and register_models, so 'provides' and errors are complete
+    get_zoo()
     infos = list(get_plugins().infos.values())
     if as_json:
         print_json([info.to_dict() for info in infos])

@@ -1,0 +1,47 @@
+"""Helpers shared by the Hugging Face plugins (vision, diffusers_t2i); not a plugin itself."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mmagent.errors import BackendError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from mmagent.content import ImagePart
+
+
+def model_source(model_id: str | None, what: str) -> str:
+    """A local folder (checked to exist) or a Hugging Face id, as `from_pretrained` takes it."""
+    if not model_id:
+        raise BackendError(f"{what}: no model configured")
+    path = Path(model_id).expanduser()
+    if path.is_absolute() or model_id.startswith((".", "~")) or path.exists():
+        if not path.is_dir():
+            raise BackendError(f"{what}: model folder {model_id!r} does not exist")
+        return str(path)
+    return model_id
+
+
+def open_rgb(image: ImagePart) -> Image:
+    """The stored image decoded as an RGB PIL image."""
+    from PIL import Image
+
+    with Image.open(image.path()) as img:
+        return img.convert("RGB")
+
+
+class _NoTorchvisionFallbackNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed); falling back" not in record.getMessage()
+
+
+def quiet_torchvision_fallback() -> None:
+    """Drop transformers' notice that an image processor falls back to its PIL variant without
+    torchvision (diffusers triggers it on every pipeline load); other messages are kept."""
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _NoTorchvisionFallbackNotice) for f in logger.filters):
+        logger.addFilter(_NoTorchvisionFallbackNotice())
