@@ -183,3 +183,27 @@ def test_cli_run_json_and_bad_input(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().startswith("Error: ") and "Traceback" not in bad.stderr
     empty = subprocess.run([mm, "run"], capture_output=True, text=True)
     assert empty.returncode == 2 and "nothing to do" in empty.stderr
+
+
+HOSTILE = Path(__file__).parent / "hostile" / "corpus"
+
+
+@pytest.mark.parametrize("kind, name", [
+    ("image", "bomb_9000x9000_1bit.png"), ("image", "truncated.png"), ("image", "wav_named.png"),
+    ("image", "image.svg"), ("audio", "truncated_header.wav"), ("audio", "zero_samples.wav"),
+    ("audio", "png_named.wav"), ("audio", "video_only.mp4"), ("audio", "id3_garbage.mp3"),
+])
+def test_hostile_media_is_refused_before_any_tool_runs(kind, name, home):
+    llm = ScriptedLLM("never")
+    box = scripted_toolbox(asr=ScriptedASR(), ocr=ScriptedOCR(), llm=llm)
+    with pytest.raises(InputError) as info:
+        run("what is this?", toolbox=box, **{"images" if kind == "image" else "audio": [HOSTILE / name]})
+    assert "\n" not in str(info.value) and llm.calls == []
+    assert not (home / "media").exists() or not any((home / "media").rglob("*"))
+
+
+def test_cli_run_refuses_hostile_audio_in_one_line():
+    mm = str(Path(sys.executable).with_name("mmagent"))
+    proc = subprocess.run([mm, "run", "--audio", str(HOSTILE / "zero_samples.wav"), "hi"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from mmagent import metrics
+
 from mmagent.backends import BackendRegistry, loaded_models
 from mmagent.errors import InputError
 from mmagent.plugins.whisper import (
@@ -34,20 +36,8 @@ from mmagent.plugins.whisper_ct2 import CT2FormatError, convert_ct2_whisper, loc
 SENTENCES = "My name is Alice and I live in London. I like reading books about history."
 
 
-def words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s']", " ", text.lower()).split()
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: word-level Levenshtein distance / reference length (case and punctuation
-    ignored)."""
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(len(ref), 1)
+words = metrics.words
+wer = metrics.word_error_rate
 
 
 def test_wer_helper():
