@@ -50,10 +50,9 @@ def extract(schema: type[T], text: str, llm: ChatModel, *, max_repairs: int = 2,
     """Fill `schema` from `text` using `llm`; raises ExtractionError after `max_repairs` failed repairs."""
     from pydantic import ValidationError
 
-    schema_json = json.dumps(schema.model_json_schema(), separators=(",", ":"))
     messages = [
         Message("system", "Extract the requested fields from the text. Reply with one JSON object only, "
-                          f"matching this JSON schema: {schema_json}"),
+                          f"shaped like this template: {template(schema)}"),
         Message("user", text),
     ]
     attempts: list[Attempt] = []
@@ -71,6 +70,14 @@ def extract(schema: type[T], text: str, llm: ChatModel, *, max_repairs: int = 2,
         return Extraction(value, attempts)
     raise ExtractionError(f"no valid {schema.__name__} after {len(attempts)} attempts: {attempts[-1].error}",
                           attempts)
+
+
+def template(schema: type[BaseModel]) -> str:
+    """A JSON example of the schema's shape (`{"shop": "...", "total": 0.0}`): small models follow
+    an example far better than a JSON Schema document."""
+    blanks = {"string": "...", "number": 0.0, "integer": 0, "boolean": False, "array": [], "object": {}}
+    properties = schema.model_json_schema().get("properties", {})
+    return json.dumps({name: blanks.get(spec.get("type"), None) for name, spec in properties.items()})
 
 
 def _json_part(output: str) -> str:
