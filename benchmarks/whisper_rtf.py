@@ -81,7 +81,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
     # -- load and transcribe -----------------------------------------------------------------------
     model = args.model
     backends = {
-        "openai-whisper (fp32)": lambda: WhisperASR(model=str(models_dir() / f"whisper-{model}.pt")),
+        "openai-whisper (fp32)": lambda: WhisperASR(model=str(models_dir() / f"whisper-{model}" / "model.pt")),
         "faster-whisper (int8)": lambda: FasterWhisperASR(model=model),
         "faster-whisper (fp32)": lambda: FasterWhisperASR(model=model, compute_type="float32"),
     }

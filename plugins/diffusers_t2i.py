@@ -57,9 +57,12 @@ class DiffusersTextToImage(TextToImage):
                                       guidance_scale=guidance, output_type="pil",
                                       generator=torch.Generator("cpu").manual_seed(seed))  # same on any device
         if negative_prompt:
-            if "negative_prompt" not in inspect.signature(pipe.__call__).parameters:
+            params = inspect.signature(pipe.__call__).parameters
+            if "negative_prompt" not in params:
                 raise InputError(f"image_gen/{self.name}: {type(pipe).__name__} takes no negative prompt")
             kwargs["negative_prompt"] = negative_prompt
+            if "true_cfg_scale" in params:  # Flux, Qwen-Image: a negative prompt acts only under true CFG
+                kwargs["true_cfg_scale"] = guidance
         try:
             with torch.inference_mode():
                 result = pipe(**kwargs)
