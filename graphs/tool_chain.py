@@ -10,33 +10,18 @@ one step record per tool call with its backend and wall time.
 
 from __future__ import annotations
 
-import operator
-import time
-from typing import Annotated, Any, Callable, TypedDict
+from typing import Any
 
 from mmagent.backends.results import Message, ToolCall, ToolSpec
 from mmagent.content.parts import part_from_dict
-from mmagent.errors import BackendError, InputError
+from mmagent.errors import InputError
 from mmagent.toolbox import Toolbox
 
-from .intent import score_intents
+from .nodes import PipelineNodes, PipelineState, inputs_of, needs_render, output_for
 
 SYSTEM = ("You answer the user's question using the observations that tools made of the user's files. "
           "Be brief and exact; quote numbers and names as observed.")
 MAX_AGENT_TURNS = 6
-
-
-class ToolChainState(TypedDict, total=False):
-    prompt: str
-    inputs: list[dict]  # parts as dicts (media by reference)
-    output: str  # auto | text | image | speech
-    question: str
-    plan: dict
-    messages: list[dict]  # the agent's conversation (LLM planner)
-    artifacts: Annotated[list[dict], operator.add]
-    steps: Annotated[list[dict], operator.add]
-    answer: str
-    outputs: Annotated[list[dict], operator.add]  # generated parts as dicts
 
 
 def build_graph(toolbox: Toolbox, *, planner: str = "auto", checkpointer: Any = None):
@@ -48,7 +33,7 @@ def build_graph(toolbox: Toolbox, *, planner: str = "auto", checkpointer: Any = 
     if planner == "auto":
         planner = "llm" if toolbox.has("llm") and getattr(toolbox.get("llm"), "supports_tools", False) else "rules"
     nodes = _Nodes(toolbox)
-    graph = StateGraph(ToolChainState)
+    graph = StateGraph(PipelineState)
     graph.add_node("listen", nodes.listen)
     graph.add_node("render", nodes.render)
     graph.add_edge(START, "listen")
@@ -60,7 +45,7 @@ def build_graph(toolbox: Toolbox, *, planner: str = "auto", checkpointer: Any = 
         graph.add_edge("listen", "plan")
         graph.add_edge("plan", "look")
         graph.add_edge("look", "answer")
-        graph.add_conditional_edges("answer", _needs_render, after_answer)
+        graph.add_conditional_edges("answer", needs_render, after_answer)
     else:
         graph.add_node("agent", nodes.agent)
         graph.add_node("act", nodes.act)
@@ -71,64 +56,18 @@ def build_graph(toolbox: Toolbox, *, planner: str = "auto", checkpointer: Any = 
     return graph.compile(checkpointer=checkpointer)
 
 
-def _needs_render(state: ToolChainState) -> str:
-    from langgraph.graph import END
-
-    return "render" if state["plan"]["output"] != "text" else END
-
-
-def _agent_next(state: ToolChainState) -> str:
+def _agent_next(state: PipelineState) -> str:
     if state["messages"][-1].get("tool_calls"):
         return "act"
-    return _needs_render(state)
+    return needs_render(state)
 
 
-class _Nodes:
-    def __init__(self, toolbox: Toolbox):
-        self.tools = toolbox
-
-    # -- shared ------------------------------------------------------------------------------------
-
-    def listen(self, state: ToolChainState) -> dict:
-        """Transcribe every audio input; a spoken question becomes the question."""
-        artifacts, steps = [], []
-        for index, n, part in _inputs(state, "audio"):
-            transcript, step = self._call("asr", lambda asr: asr.transcribe(part), index=index)
-            steps.append(step)
-            if transcript is not None:
-                artifacts.append({"kind": "transcript", "input": index, "label": f"transcript of audio {n}",
-                                  "text": transcript.text, "language": transcript.language})
-        prompt = state.get("prompt", "").strip()
-        question = prompt or " ".join(a["text"] for a in artifacts).strip()
-        if not question and not state.get("inputs"):
-            raise InputError("nothing to do: give a prompt, an image or audio")
-        return {"artifacts": artifacts, "steps": steps, "question": question,
-                "plan": {"output": state.get("output", "auto")}}
-
-    def render(self, state: ToolChainState) -> dict:
-        """Turn the answer into the requested modality (image via text-to-image, speech via TTS)."""
-        kind = state["plan"]["output"]
-        if kind == "image":
-            part, step = self._call("image_gen", lambda gen: gen.generate(state["question"]))
-        else:
-            part, step = self._call("tts", lambda tts: tts.synthesize(state["answer"]))
-        out: dict = {"steps": [step]}
-        if part is not None:
-            out["outputs"] = [part.to_dict()]
-            out["artifacts"] = [{"kind": kind, "label": f"generated {kind}", "part": part.to_dict()}]
-        return out
-
+class _Nodes(PipelineNodes):
     # -- rule planner ---------------------------------------------------------------------------------
 
-    def plan(self, state: ToolChainState) -> dict:
-        question = state.get("question", "")
-        steps = []
-        if self.tools.has("embed") and question.strip():
-            intent, step = self._call("embed", lambda embedder: score_intents(question, embedder))
-            steps.append(step)
-        if not steps or intent is None:
-            intent = score_intents(question, None)
-        has_images = any(True for _ in _inputs(state, "image"))
+    def plan(self, state: PipelineState) -> dict:
+        intent, steps = self.intent(state.get("question", ""))
+        has_images = any(True for _ in inputs_of(state, "image"))
         image_tools, skipped = [], {}
         if has_images:
             wanted = ["ocr", "caption"]
@@ -141,17 +80,15 @@ class _Nodes:
             for role in wanted:
                 reason = self.tools.why_unavailable(role)
                 (skipped.__setitem__(role, reason) if reason else image_tools.append(role))
-        output = state["plan"]["output"]
-        if output == "auto":
-            output = "image" if intent.top == "image" else "speech" if intent.wants("speech") else "text"
+        output = output_for(state, intent)
         plan = {"planner": "rules", "intent": intent.top, "intent_scores": _round(intent.scores),
                 "intent_method": intent.method, "image_tools": image_tools, "skipped": skipped, "output": output}
         return {"plan": plan, "steps": steps}
 
-    def look(self, state: ToolChainState) -> dict:
+    def look(self, state: PipelineState) -> dict:
         artifacts, steps = [], []
         methods = {"ocr": "read", "caption": "caption", "detect": "detect"}
-        for index, n, part in _inputs(state, "image"):
+        for index, n, part in inputs_of(state, "image"):
             for role in state["plan"]["image_tools"]:
                 result, step = self._call(role, lambda b, m=methods[role]: getattr(b, m)(part), index=index)
                 steps.append(step)
@@ -159,7 +96,7 @@ class _Nodes:
                     artifacts.append(_image_artifact(role, result, index, n))
         return {"artifacts": artifacts, "steps": steps}
 
-    def answer(self, state: ToolChainState) -> dict:
+    def answer(self, state: PipelineState) -> dict:
         plan, artifacts = state["plan"], state.get("artifacts", [])
         transcripts = [a["text"] for a in artifacts if a["kind"] == "transcript"]
         if plan.get("intent") == "transcribe" and transcripts and not plan["image_tools"]:
@@ -177,7 +114,7 @@ class _Nodes:
 
     # -- LLM tool-calling planner ---------------------------------------------------------------------
 
-    def agent(self, state: ToolChainState) -> dict:
+    def agent(self, state: PipelineState) -> dict:
         messages = state.get("messages")
         out: dict = {}
         if messages is None:
@@ -202,7 +139,7 @@ class _Nodes:
             out["answer"] = result.text
         return out
 
-    def act(self, state: ToolChainState) -> dict:
+    def act(self, state: PipelineState) -> dict:
         messages = list(state["messages"])
         artifacts, steps, plan = [], [], dict(state["plan"])
         for call in messages[-1]["tool_calls"]:
@@ -225,7 +162,7 @@ class _Nodes:
                 specs.append(ToolSpec(tool, description, params))
         return specs
 
-    def _agent_tool(self, state: ToolChainState, call: dict, plan: dict) -> tuple[str, dict | None, dict | None]:
+    def _agent_tool(self, state: PipelineState, call: dict, plan: dict) -> tuple[str, dict | None, dict | None]:
         spec = AGENT_TOOLS.get(call["name"])
         if spec is None:
             return f"error: no tool named {call['name']}", None, None
@@ -248,32 +185,6 @@ class _Nodes:
                     {"kind": "transcript", "input": index, "label": f"transcript of audio {n}", "text": result.text})
         return artifact["text"], artifact, step
 
-    # -- running one tool -------------------------------------------------------------------------------
-
-    def _call(self, role: str, use: Callable[[Any], Any], *, index: int | None = None,
-              required: bool = False) -> tuple[Any, dict]:
-        """Run `use(backend of role)`, timing it. A failing optional tool is recorded, not raised."""
-        step: dict = {"tool": role}
-        if index is not None:
-            step["input"] = index
-        start = time.perf_counter()
-        try:
-            reason = None if required else self.tools.why_unavailable(role)
-            if reason:
-                raise BackendError(reason)
-            backend = self.tools.get(role)
-            step.update(backend=backend.name, model=backend.model_id)
-            result = use(backend)
-        except BackendError as exc:
-            if required:
-                raise
-            step.update(seconds=round(time.perf_counter() - start, 4), error=str(exc))
-            return None, step
-        step["seconds"] = round(time.perf_counter() - start, 4)
-        step.update(_summary(result))
-        return result, step
-
-
 #: Tools offered to a tool-calling LLM: name -> (role, method, description).
 AGENT_TOOLS: dict[str, tuple[str, str, str]] = {
     "transcribe_audio": ("asr", "transcribe", "Transcribe the speech in an audio file."),
@@ -283,15 +194,6 @@ AGENT_TOOLS: dict[str, tuple[str, str, str]] = {
     "generate_image": ("image_gen", "generate", "Answer with a generated image of the given text."),
     "speak": ("tts", "synthesize", "Answer with speech instead of text."),
 }
-
-
-def _inputs(state: ToolChainState, kind: str):
-    """(index among all inputs, 1-based number among this kind, part) for each input of `kind`."""
-    n = 0
-    for index, data in enumerate(state.get("inputs", [])):
-        if data["type"] == kind:
-            n += 1
-            yield index, n, part_from_dict(data)
 
 
 def _image_artifact(role: str, result: Any, index: int, n: int) -> dict:
@@ -305,20 +207,6 @@ def _image_artifact(role: str, result: Any, index: int, n: int) -> dict:
     text = "; ".join(f"{d['label']} ({d['score']:.2f}) at {d['box']}" for d in detections) or "no objects found"
     return {"kind": "detections", "input": index, "label": f"objects in image {n}", "text": text,
             "detections": detections}
-
-
-def _summary(result: Any) -> dict:
-    """What a step record shows of a tool's result: its text, or the stored file it produced."""
-    if hasattr(result, "scores"):  # intent scoring
-        return {"output": f"intent: {result.top}"}
-    if hasattr(result, "ref"):  # a generated part
-        return {"output": {"type": result.type, "sha256": result.ref.sha256}}
-    text = getattr(result, "text", result)
-    if isinstance(text, str):
-        return {"output": text}
-    if isinstance(result, list):
-        return {"output": f"{len(result)} detections"}
-    return {}
 
 
 def _to_message(data: dict) -> Message:

@@ -19,6 +19,7 @@ from .toolbox import Toolbox
 #: pipeline name -> "module:function" building a compiled graph from (toolbox, **options).
 PIPELINES: dict[str, str] = {
     "tools": "mmagent.graphs.tool_chain:build_graph",
+    "adapter": "mmagent.graphs.adapter:build_graph",
 }
 OUTPUTS = ("auto", "text", "image", "speech")
 

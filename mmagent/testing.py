@@ -75,6 +75,13 @@ class ScriptedLLM(ChatModel):
         return self.replies.pop(0) if self.replies else ChatResult(self.reply)
 
 
+class ScriptedVLM(ScriptedLLM):
+    """A vision-language model answering `reply`; `calls` keeps the messages (with their image parts)."""
+
+    role = "vlm"
+    accepts = ("image", "text")
+
+
 def tool_call(name: str, **arguments) -> ChatResult:
     """A ChatResult asking for one tool call (for ScriptedLLM(replies=[...]))."""
     return ChatResult("", tool_calls=(ToolCall(f"call_{name}", name, arguments),), finish_reason="tool_calls")

@@ -11,7 +11,8 @@ from .output import print_json
 @click.argument("prompt", required=False, default="")
 @click.option("--image", "images", multiple=True, metavar="PATH", help="An image (path, data URL or URL). Repeatable.")
 @click.option("--audio", "audio", multiple=True, metavar="PATH", help="An audio file. Repeatable.")
-@click.option("--pipeline", default="tools", show_default=True, help="tools (LLM + tools).")
+@click.option("--pipeline", default="tools", show_default=True,
+              help="tools (LLM + tools) or adapter (a vision-language model reads the images).")
 @click.option("--output", type=click.Choice(["auto", "text", "image", "speech"]), default="auto", show_default=True,
               help="Answer modality; auto follows the request.")
 @click.option("--planner", type=click.Choice(["auto", "rules", "llm"]), default="auto", show_default=True,
