@@ -12,6 +12,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "mmagent.plugins.minilm",
     "mmagent.plugins.vision",
     "mmagent.plugins.transformers_llm",
+    "mmagent.plugins.vlm",
     "mmagent.plugins.piper_tts",
     "mmagent.plugins.diffusers_t2i",
     "mmagent.plugins.openai_client",
