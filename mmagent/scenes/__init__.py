@@ -20,7 +20,7 @@ from .dataset import load_questions, load_scenes, write_dataset
 from .generate import generate_scene
 from .model import Question, Scene, SceneObject
 from .questions import QUESTION_TYPES
-from .render import render
+from .drawing import render
 from .vocab import COLOURS, KINDS, SIZES, WORDS
 
 __all__ = [

@@ -39,7 +39,10 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed: int | str = 0, *, si
     check_options(size, max_objects, word_prob)
     out = Path(out_dir).expanduser().absolute()
     _check_target(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"cannot create {out}: a parent is not a directory") from None
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
@@ -49,13 +52,14 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed: int | str = 0, *, si
         with_word = 0
         with open(tmp / "scenes.jsonl", "w", encoding="utf-8") as scenes_file, \
                 open(tmp / "questions.jsonl", "w", encoding="utf-8") as questions_file:
-            from .render import render
+            from .drawing import render
 
             for index in range(n):
                 scene = generate_scene(seed, index, size=size, max_objects=max_objects, word_prob=word_prob)
                 image = f"images/{index:06d}.png"
                 render(scene).save(tmp / image, format="PNG")
-                scenes_file.write(_line({**scene.to_dict(), "image": image}))
+                record = scene.to_dict()
+                scenes_file.write(_line({"id": record.pop("id"), "image": image, **record}))
                 for k, q in enumerate(scene.questions):
                     questions_file.write(_line({"id": f"{index:06d}-{k}", "scene": index, "image": image,
                                                 "question": q.question, "answer": q.answer, "type": q.type}))
@@ -82,9 +86,6 @@ def _check_target(out: Path, overwrite: bool) -> None:
         raise InputError(f"{out} is not empty (use --overwrite / overwrite=True to replace it)")
     if not (out / "dataset.json").is_file() and not (out / "scenes.jsonl").is_file():
         raise InputError(f"{out} is not empty and is not a scenes dataset; refusing to replace it")
-    for parent in (out.parent, *out.parents):
-        if parent.exists() and not parent.is_dir():  # pragma: no cover - defensive
-            raise InputError(f"{parent} is not a directory")
 
 
 def _swap_in(tmp: Path, out: Path) -> None:

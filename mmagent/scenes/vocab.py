@@ -57,11 +57,11 @@ CAPTIONS: dict[tuple[bool, bool], tuple[str, ...]] = {
     ),
     (False, True): (
         "A single shape and a sign with a word.",
-        "A simple shape above a small sign with text.",
+        "A simple shape above a sign with text.",
     ),
     (True, True): (
         "Some shapes and a sign with a word.",
-        "A few simple shapes above a small sign with text.",
+        "A few simple shapes above a sign with text.",
     ),
 }
 

@@ -31,22 +31,34 @@ def render(scene: Scene) -> "Image.Image":
         else:  # pragma: no cover - the generator only makes the kinds above
             raise ValueError(f"unknown kind {obj.kind!r}")
     if scene.word and scene.word_band:
-        _draw_word(draw, scene)
+        _draw_word(image, draw, scene)
     return image
 
 
-def _draw_word(draw, scene: Scene) -> None:
+def _draw_word(image, draw, scene: Scene) -> None:
     """Black text on a white box, centred in the band at the bottom."""
-    font = _font(font_size(scene.size))
+    ink = _word_mask(scene.word, font_size(scene.size))
     pad = text_padding(scene.size)
     _, band_top, _, band_bottom = scene.word_band
-    l, t, r, b = draw.textbbox((0, 0), scene.word, font=font)
-    width = (r - l) + 2 * pad
+    width = ink.width + 2 * pad + 1  # border, pad, ink, pad, border
     box_left = (scene.size - width) // 2
     draw.rectangle((box_left, band_top, box_left + width, band_bottom), fill=WORD_BOX, outline=WORD_BORDER)
-    text_x = box_left + pad - l
-    text_y = band_top + (band_bottom - band_top + 1 - (b - t)) // 2 - t
-    draw.text((text_x, text_y), scene.word, font=font, fill=WORD_INK)
+    top = band_top + (band_bottom - band_top + 1 - ink.height) // 2
+    image.paste(WORD_INK, (box_left + pad + 1, top), ink)
+
+
+@lru_cache(maxsize=256)
+def _word_mask(word: str, size: int):
+    """The word's ink as an "L" mask (0 or 255: no antialiasing), cropped to the ink itself.
+    (ImageDraw.textbbox misjudges the width of non-antialiased text, so the ink is measured.)"""
+    from PIL import Image, ImageDraw
+
+    font = _font(size)
+    canvas = Image.new("L", (size * (len(word) + 2), size * 3), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.fontmode = "1"
+    draw.text((size, size), word, font=font, fill=255)
+    return canvas.crop(canvas.getbbox())
 
 
 @lru_cache(maxsize=8)
