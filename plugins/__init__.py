@@ -10,6 +10,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "mmagent.plugins.whisper",
     "mmagent.plugins.ocr",
     "mmagent.plugins.minilm",
+    # Before `vision`: the scene captioner, the only one with offline weights, is the caption default.
+    "mmagent.plugins.scene_vlm",
     "mmagent.plugins.vision",
     "mmagent.plugins.transformers_llm",
     "mmagent.plugins.vlm",

@@ -15,9 +15,15 @@ if TYPE_CHECKING:
 
 
 def model_source(model_id: str | None, what: str) -> str:
-    """A local folder (checked to exist) or a Hugging Face id, as `from_pretrained` takes it."""
+    """A zoo model's folder, a local folder (checked to exist) or a Hugging Face id, as
+    `from_pretrained` takes it."""
     if not model_id:
         raise BackendError(f"{what}: no model configured")
+    from mmagent.zoo import get_zoo
+
+    zoo = get_zoo()
+    if model_id in zoo.specs:  # an offline model mmagent builds (e.g. the scene-world VLM)
+        return str(zoo.ensure(model_id))
     path = Path(model_id).expanduser()
     if path.is_absolute() or model_id.startswith((".", "~")) or path.exists():
         if not path.is_dir():

@@ -2,8 +2,9 @@
 
 Tested architectures (tiny random models built from their configs): LLaVA, LLaVA-NeXT, BLIP-2 (OPT),
 Idefics3 (SmolVLM), Qwen2-VL, Qwen2.5-VL, Mllama and PaliGemma. Other `AutoModelForImageTextToText`
-models with a chat template are tried the same way. No real VLM weights exist offline: give a
-Hugging Face id (with network) or a local folder saved by transformers.
+models with a chat template are tried the same way. The offline default is mmagent's own scene-world
+VLM (`scene-vlm`, a LLaVA folder the zoo assembles); otherwise give a Hugging Face id (with network)
+or a local folder saved by transformers.
 
 Messages become the model's own chat template, each `ImagePart` an image placeholder in place;
 models without one (BLIP-2, PaliGemma base) get the prompt format of `ARCHS`. Greedy by default.
@@ -77,7 +78,7 @@ class TransformersVLM(VisionLanguageModel):
     name = "transformers"
     description = ("Vision-language chat via transformers: LLaVA(-NeXT), BLIP-2, Idefics3/SmolVLM, "
                    "Qwen2(.5)-VL, Mllama, PaliGemma (HF id or local path)")
-    default_model = "HuggingFaceTB/SmolVLM-256M-Instruct"
+    default_model = "scene-vlm"  # mmagent's own, offline; e.g. HuggingFaceTB/SmolVLM-256M-Instruct with network
     requires = ("torch", "transformers", "PIL")
     supports_streaming = True
 
@@ -91,7 +92,10 @@ class TransformersVLM(VisionLanguageModel):
 
         from mmagent.backends.devices import resolve_device, resolve_dtype
 
+        from .scene_vlm.arch import register_architectures
+
         hf_logging.disable_progress_bar()
+        register_architectures()  # mmagent's own query-adapter LLaVA ("mmagent_llava")
         what = f"{self.role}/{self.name}"
         source = model_source(self.model_id, what)
         hub = hub_options(self)

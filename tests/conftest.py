@@ -53,3 +53,20 @@ def zoo_model(models_home):
             return zoo.ensure(name)
 
     return ensure
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, zoo_model) -> Path:
+    """A random 2-layer Llama saved with SmolLM2's tokenizer (chat template included)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(zoo_model("smollm2-135m-instruct"))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

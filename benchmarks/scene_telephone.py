@@ -1,0 +1,87 @@
+"""The "telephone" loss: the same held-out scene questions through the adapter route (the scene
+VLM sees the pixels) and through the tool chain (the scene captioner writes a caption, OCR reads,
+SmolLM2 answers from that text), with the same encoder, the same LLM and the same images.
+
+Two tool chains: the short caption a typical captioner writes, and the full description (the
+best a captioner could do). Every question goes through `mmagent.run`, as a user's would.
+Prints accuracy per question type, the adapter − tools gap, paired wins/losses and median time.
+
+    .venv/bin/python benchmarks/scene_telephone.py [--scenes 40] [--seed telephone-1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import mmagent
+from mmagent.backends import get_backend
+from mmagent.scenes import generate_scene, render
+from mmagent.scenes.scoring import is_correct
+from mmagent.toolbox import Toolbox
+
+TYPES = ("existence", "colour", "shape", "count", "position", "comparison")
+
+
+def pipelines() -> dict[str, tuple[str, Toolbox]]:
+    return {
+        "adapter": ("adapter", Toolbox()),
+        "tools (short caption)": ("tools", Toolbox({"caption": get_backend("caption", "scene")})),
+        "tools (full description)": ("tools", Toolbox({"caption": get_backend("caption", "scene", detail="true")})),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", type=int, default=40)
+    parser.add_argument("--seed", default="telephone-1", help="never used in training")
+    parser.add_argument("--json", type=Path, help="also write every answer here")
+    args = parser.parse_args()
+    scenes = [generate_scene(args.seed, i, size=128) for i in range(args.scenes)]
+    results: dict[str, list[dict]] = defaultdict(list)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (pipeline, toolbox) in pipelines().items():
+            for i, scene in enumerate(scenes):
+                image = Path(tmp) / f"{i}.png"
+                if not image.exists():
+                    render(scene).save(image)
+                for q in (q for q in scene.questions if q.type in TYPES):
+                    start = time.perf_counter()
+                    answer = mmagent.run(q.question, images=[image], pipeline=pipeline, toolbox=toolbox).answer
+                    results[name].append({"scene": i, "type": q.type, "question": q.question, "truth": q.answer,
+                                          "reply": answer, "correct": is_correct(answer, q.answer, q.type),
+                                          "seconds": time.perf_counter() - start})
+            print(f"{name}: {len(results[name])} questions done", flush=True)
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+def report(results: dict[str, list[dict]]) -> None:
+    names = list(results)
+    print("\n| type | n | " + " | ".join(names) + " | adapter − short caption |")
+    print("|---|---|" + "---|" * (len(names) + 1))
+    for qtype in (*TYPES, "all"):
+        acc = {}
+        for name in names:
+            rows = [r for r in results[name] if qtype in ("all", r["type"])]
+            acc[name] = sum(r["correct"] for r in rows) / len(rows) if rows else float("nan")
+        n = sum(1 for r in results[names[0]] if qtype in ("all", r["type"]))
+        gap = acc["adapter"] - acc[names[1]]
+        print(f"| {qtype} | {n} | " + " | ".join(f"{acc[x]:.1%}" for x in names) + f" | {gap:+.1%} |")
+    base = results["adapter"]
+    for name in names[1:]:
+        wins = sum(a["correct"] and not b["correct"] for a, b in zip(base, results[name]))
+        losses = sum(b["correct"] and not a["correct"] for a, b in zip(base, results[name]))
+        print(f"\nadapter vs {name}: adapter alone right {wins}, {name} alone right {losses} (paired, same questions)")
+    for name in names:
+        print(f"{name}: median {statistics.median(r['seconds'] for r in results[name]):.3f} s per question")
+
+
+if __name__ == "__main__":
+    main()

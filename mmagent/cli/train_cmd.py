@@ -1,0 +1,63 @@
+"""`mmagent train encoder|adapter`: mmagent's own scene-world VLM, trained on the CPU (or a GPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .output import print_json
+
+
+@click.group()
+def train() -> None:
+    """Train the scene-world VLM: a vision encoder, then a LLaVA adapter into SmolLM2."""
+
+
+@train.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--steps", type=click.IntRange(1), default=5000, show_default=True)
+@click.option("--scenes", "train_scenes", type=click.IntRange(64), default=16000, show_default=True,
+              help="Training scenes (generated, deterministic).")
+@click.option("--batch-size", type=click.IntRange(2), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")
+def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int, resume: bool) -> None:
+    """Two-tower pretraining: a small ViT against frozen MiniLM description embeddings + attribute heads."""
+    from ..train.encoder import EncoderRecipe, train_encoder
+
+    recipe = EncoderRecipe(seed=seed, steps=steps, train_scenes=train_scenes, batch_size=batch_size)
+    print_json(train_encoder(out, recipe, resume=resume))
+
+
+@train.command()
+@click.option("--encoder", "encoder_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              required=True, help="Folder written by `mmagent train encoder`.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--projector", type=click.Choice(["mlp", "linear", "resampler", "qformer"]), default="mlp",
+              show_default=True, help="LLaVA MLP or linear projector, perceiver resampler or Q-Former-lite.")
+@click.option("--num-queries", type=click.IntRange(1), default=4, show_default=True,
+              help="Image tokens of the resampler / Q-Former (a square: 1, 4, 16, 64).")
+@click.option("--lora-rank", type=click.IntRange(0), default=16, show_default=True,
+              help="Stage 2 also trains LoRA (peft) on the LLM's attention; 0: the adapter only.")
+@click.option("--caption-steps", type=click.IntRange(0), default=100, show_default=True, help="Stage 1.")
+@click.option("--qa-steps", type=click.IntRange(0), default=400, show_default=True, help="Stage 2.")
+@click.option("--scenes", "train_scenes", type=click.IntRange(16), default=4000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoints in --out.")
+def adapter(encoder_dir: Path, out: Path, projector: str, num_queries: int, lora_rank: int, caption_steps: int,
+            qa_steps: int, train_scenes: int, batch_size: int, seed: int, resume: bool) -> None:
+    """LLaVA recipe: frozen encoder + frozen SmolLM2; train the projector on captions, then QA."""
+    from ..errors import InputError
+    from ..train.adapter import AdapterRecipe, train_adapter
+
+    if not (encoder_dir / "vision" / "config.json").is_file():
+        raise InputError(f"{encoder_dir} holds no trained encoder (expected {encoder_dir}/vision/config.json)")
+    recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
+                           caption_steps=caption_steps, qa_steps=qa_steps,
+                           train_scenes=train_scenes, batch_size=batch_size)
+    print_json(train_adapter(encoder_dir, out, recipe, resume=resume))
+
+
+COMMANDS = [train]

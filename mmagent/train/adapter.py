@@ -1,0 +1,281 @@
+"""LLaVA-recipe adapter training into a frozen LLM, producing a transformers LLaVA folder.
+
+Frozen vision encoder (from `train_encoder`) + frozen SmolLM2-135M-Instruct; only the projector
+(LLaVA's 2-layer MLP, or a linear one) learns: stage 1 on captioning (the full description),
+stage 2 on question answering. The loss covers the answer tokens only, and the LM head runs on
+those positions only (left padding puts every answer at the end). The result is a
+`LlavaForConditionalGeneration` + `LlavaProcessor` folder that the `vlm` plugin loads like any
+other model; `export_small` keeps only what was trained here (encoder + projector, a few MB).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..graphs.adapter import SYSTEM as QA_SYSTEM
+from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT
+from .loop import TrainableState, batch_indices, run_loop
+from .scene_data import IMAGE_SIZE, MEAN, STD, make_scenes
+
+IMAGE_TOKEN = "<image>"
+QA_TYPES = ("existence", "colour", "shape", "count", "position", "comparison")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SUFFIX = " Answer with one word."
+
+
+
+@dataclass
+class AdapterRecipe:
+    seed: int = 0
+    projector: str = "mlp"  # mlp | linear (LLaVA) | resampler (perceiver) | qformer (Q-Former-lite)
+    num_queries: int = 4  # resampler / qformer only
+    lora_rank: int = 16  # > 0: stage 2 also trains LoRA (peft) on the LLM's attention projections
+    lora_lr: float = 5e-4
+    train_scenes: int = 4000
+    eval_scenes: int = 300
+    caption_steps: int = 100
+    qa_steps: int = 400
+    batch_size: int = 16
+    lr: float = 1e-3
+    checkpoint_every: int = 25
+    llm: str = "smollm2-135m-instruct"
+
+
+def build_llava(encoder_dir: Path, recipe: AdapterRecipe):
+    """Assemble (model, processor): the trained encoder, a fresh projector, SmolLM2 with <image>."""
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessorPil, CLIPVisionModel,
+                              LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor)
+
+    from mmagent.zoo import get_zoo
+
+    zoo = get_zoo()
+    llm_dir = zoo.ensure(recipe.llm) if recipe.llm in zoo.specs else Path(recipe.llm)
+    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
+    llm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    vision = CLIPVisionModel.from_pretrained(encoder_dir / "vision")
+    common = dict(vision_config=vision.config, text_config=llm.config,
+                  image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                  vision_feature_select_strategy="default", vision_feature_layer=-1)
+    if recipe.projector in ("mlp", "linear"):
+        patch_size = vision.config.patch_size  # one image token per patch
+        config = LlavaConfig(**common, projector_hidden_act="gelu" if recipe.projector == "mlp" else "linear",
+                             image_seq_length=(IMAGE_SIZE // patch_size) ** 2)
+        model = LlavaForConditionalGeneration(config)
+    else:
+        from mmagent.plugins.scene_vlm.arch import QueryAdapterConfig, QueryAdapterLlava, register_architectures
+
+        side = math.isqrt(recipe.num_queries)
+        if side * side != recipe.num_queries or IMAGE_SIZE % side:
+            raise ValueError(f"num_queries must be a square whose root divides {IMAGE_SIZE} (1, 4, 16, 64)")
+        register_architectures()
+        patch_size = IMAGE_SIZE // side  # the processor's patch grid = the query count
+        config = QueryAdapterConfig(**common, projector_type=recipe.projector, num_queries=recipe.num_queries,
+                                    image_seq_length=recipe.num_queries)
+        model = QueryAdapterLlava(config)
+    model.model.vision_tower.load_state_dict(vision.state_dict())
+    model.model.language_model.load_state_dict(llm.model.state_dict())
+    model.lm_head.load_state_dict(llm.lm_head.state_dict())
+    image_processor = CLIPImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_center_crop=False,
+                                            image_mean=list(MEAN), image_std=list(STD), resample=3)
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=CHAT_TEMPLATE)
+    for name, param in model.named_parameters():
+        param.requires_grad = name.startswith("model.multi_modal_projector")
+    return model, processor
+
+
+def _prompt(processor, system: str | None, text: str) -> str:
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]})
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    return prompt.replace(IMAGE_TOKEN, IMAGE_TOKEN * (IMAGE_SIZE // processor.patch_size) ** 2)
+
+
+@dataclass(frozen=True)
+class Example:
+    scene: int  # index into the scene list
+    system: str | None
+    text: str
+    answer: str
+    type: str
+
+
+def examples(scenes, kind: str) -> list[Example]:
+    """Stage 1 ("caption"): a short caption and the full description of every scene. Stage 2
+    ("qa"): every question of the trained types, half with the adapter graph's system prompt and
+    half with a one-word suffix, so the model answers the graph and plain users alike."""
+    if kind == "caption":
+        return [Example(i, None, prompt, text, kind) for i, s in enumerate(scenes)
+                for prompt, text in ((CAPTION_PROMPT, s.caption), (DESCRIBE_PROMPT, s.description))]
+    items, n = [], 0
+    if kind == "mixed":  # stage 2 keeps a quarter of the captions, so the model still captions after LoRA
+        items = examples(scenes, "caption")[::4]
+    for i, s in enumerate(scenes):
+        for q in s.questions:
+            if q.type in QA_TYPES:
+                items.append(Example(i, QA_SYSTEM if n % 2 == 0 else None,
+                                     q.question + (SUFFIX if n % 4 in (1, 2) else ""), q.answer, q.type))
+                n += 1
+    return items
+
+
+def eval_examples(scenes) -> list[Example]:
+    """Held-out questions exactly as `graphs/adapter.py` asks them."""
+    return [Example(i, QA_SYSTEM, q.question, q.answer, q.type) for i, s in enumerate(scenes) for q in s.questions
+            if q.type in QA_TYPES]
+
+
+def encode_batch(processor, batch: list[Example]):
+    """Left-padded ids with labels on the answer (+ <|im_end|>) only; returns (ids, mask, labels, keep)."""
+    tok = processor.tokenizer
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    rows, answers = [], []
+    for item in batch:
+        prompt = tok(_prompt(processor, item.system, item.text), add_special_tokens=False)["input_ids"]
+        target = tok(item.answer, add_special_tokens=False)["input_ids"] + [end]
+        rows.append(prompt + target)
+        answers.append(len(target))
+    width, keep = max(map(len, rows)), max(answers) + 1
+    pad = tok.pad_token_id if tok.pad_token_id is not None else end
+    ids = torch.full((len(rows), width), pad)
+    mask = torch.zeros_like(ids)
+    labels = torch.full((len(rows), keep), -100)
+    for r, (row, n) in enumerate(zip(rows, answers)):
+        ids[r, width - len(row):] = torch.tensor(row)
+        mask[r, width - len(row):] = 1
+        labels[r, keep - n:] = torch.tensor(row[-n:])
+    return ids, mask, labels, keep
+
+
+def answer_loss(model, pixels, ids, mask, labels, keep) -> torch.Tensor:
+    # logits at position t predict token t+1: keep the last `keep` positions, shift by one.
+    out = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, logits_to_keep=keep + 1)
+    logits = out.logits[:, :-1]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                             ignore_index=-100)
+
+
+@torch.no_grad()
+def evaluate_qa(model, processor, scenes, pixels, *, limit: int | None = None, batch_size: int = 16) -> dict:
+    """Greedy answers to held-out questions, asked as the adapter graph asks; accuracy per type."""
+    from ..scenes.scoring import is_correct
+
+    model.eval()
+    tok = processor.tokenizer
+    tok.padding_side = "left"
+    items = eval_examples(scenes)[:limit]
+    correct: dict[str, list[int]] = {}
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        enc = tok([_prompt(processor, e.system, e.text) for e in batch], return_tensors="pt", padding=True,
+                  add_special_tokens=False)
+        out = model.generate(**enc, pixel_values=pixels[[e.scene for e in batch]], max_new_tokens=4,
+                             do_sample=False, pad_token_id=tok.pad_token_id)
+        replies = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        for item, reply in zip(batch, replies):
+            correct.setdefault(item.type, []).append(int(is_correct(reply, item.answer, item.type)))
+    model.train()
+    return {t: round(sum(v) / len(v), 4) for t, v in sorted(correct.items())} | {
+        "questions": sum(len(v) for v in correct.values())}
+
+
+def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume: bool = False,
+                  quiet: bool = False) -> dict:
+    torch.manual_seed(recipe.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model, processor = build_llava(encoder_dir, recipe)
+    train = make_scenes(f"adapter-train-{recipe.seed}", recipe.train_scenes)
+    held_out = make_scenes(f"heldout-{recipe.seed}", recipe.eval_scenes)
+    stages = [("caption", recipe.caption_steps), ("qa", recipe.qa_steps)]
+    timings, lora = {}, None
+    for stage, steps in stages:
+        if steps <= 0:
+            continue
+        if stage == "qa" and recipe.lora_rank > 0:
+            lora = add_lora(model, recipe.lora_rank)
+        trainable = TrainableState(model)
+        items = examples(train.scenes, "mixed" if stage == "qa" else stage)
+        groups = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n],
+                   "lr": recipe.lr},
+                  {"params": [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n],
+                   "lr": recipe.lora_lr}]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s, n=steps: min(1.0, (s + 1) / max(1, n // 10)) * 0.5 * (1 + math.cos(math.pi * s / n)))
+
+        def step(i: int, items=items, optimizer=optimizer, stage=stage) -> dict:
+            batch = [items[j] for j in batch_indices(i, len(items), recipe.batch_size, recipe.seed + len(stage))]
+            ids, mask, labels, keep = encode_batch(processor, batch)
+            loss = answer_loss(model, train.pixels[[b.scene for b in batch]], ids, mask, labels, keep)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return {"loss": loss.item()}
+
+        t0 = time.perf_counter()
+        run_loop(out / stage, steps, step, modules={"trainable": trainable},
+                 optimizer=optimizer, scheduler=scheduler, resume=resume, label=f"adapter {stage}", quiet=quiet,
+                 checkpoint_every=recipe.checkpoint_every)
+        timings[f"{stage}_seconds"] = round(time.perf_counter() - t0, 1)
+    if lora is not None:  # keep the LoRA weights apart (small export), then fold them into the LLM
+        lora.save_pretrained(out / "lora")
+        model = lora.merge_and_unload()
+    t0 = time.perf_counter()
+    metrics = evaluate_qa(model, processor, held_out.scenes, held_out.pixels)
+    metrics.update(timings, eval_seconds=round(time.perf_counter() - t0, 1), recipe=asdict(recipe))
+    model.save_pretrained(out / "model")
+    processor.save_pretrained(out / "model")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    export_small(model, encoder_dir, recipe, metrics, out / "small", lora_dir=out / "lora" if lora else None)
+    return metrics
+
+
+def add_lora(model, rank: int):
+    """Wrap `model` with LoRA adapters on the LLM's q/v projections (the projector stays trainable)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)")
+    wrapped = get_peft_model(model, config)
+    for p in model.model.multi_modal_projector.parameters():
+        p.requires_grad = True
+    return wrapped
+
+
+def export_small(model, encoder_dir: Path, recipe: AdapterRecipe, metrics: dict, dest: Path,
+                 lora_dir: Path | None = None) -> None:
+    """What this training produced and nothing else (a few MB): the encoder, the projector, the
+    LoRA weights if any, the recipes and metrics. `plugins/scene_vlm` ships such a folder; the zoo
+    re-assembles the model from it."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    if (dest / "vision").exists():
+        shutil.rmtree(dest / "vision")
+    shutil.copytree(encoder_dir / "vision", dest / "vision")
+    if lora_dir is not None:
+        shutil.rmtree(dest / "lora", ignore_errors=True)
+        shutil.copytree(lora_dir, dest / "lora")
+    state = {k: v.contiguous() for k, v in model.model.multi_modal_projector.state_dict().items()}
+    save_file(state, dest / "projector.safetensors")
+    encoder_metrics = json.loads((encoder_dir / "metrics.json").read_text()) if (encoder_dir / "metrics.json").is_file() else {}
+    (dest / "recipe.json").write_text(json.dumps({"encoder": encoder_metrics.pop("recipe", None),
+                                                  "adapter": asdict(recipe)}, indent=2))
+    (dest / "metrics.json").write_text(json.dumps({"encoder": encoder_metrics, "adapter": metrics}, indent=2))

@@ -1,0 +1,106 @@
+"""A small training loop shared by the encoder and adapter trainers: checkpoints every N steps
+(atomic), `resume` after a kill, a JSONL loss log, and a progress bar."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+
+
+class TrainableState:
+    """The trainable parameters of a big, mostly frozen model as a checkpointable "module": only
+    they are saved (a projector and LoRA weights: MBs, not the frozen LLM's hundreds)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone() for name, p in self.params.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(state[name])
+
+
+def run_loop(
+    out: Path,
+    steps: int,
+    step_fn: Callable[[int], dict[str, float]],
+    *,
+    modules: dict[str, torch.nn.Module | TrainableState],
+    optimizer: torch.optim.Optimizer,
+    scheduler=None,
+    resume: bool = False,
+    checkpoint_every: int = 100,
+    label: str = "training",
+    quiet: bool = False,
+) -> int:
+    """Run `step_fn(step)` (returns loss parts) from step 0 or the last checkpoint to `steps`.
+
+    Returns the number of steps run in this call.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out / "checkpoint.pt", out / "log.jsonl"
+    start = 0
+    if resume and (state := load_checkpoint(ckpt_path)) is not None:
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start = state["step"]
+    elif log_path.exists():
+        log_path.unlink()
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(ckpt_path, step=step, optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
+                        scheduler=scheduler.state_dict() if scheduler is not None else None,
+                        modules={name: m.state_dict() for name, m in modules.items()})
+
+    with _progress(quiet) as progress, log_path.open("a") as log:
+        task = progress.add_task(label, total=steps, completed=start)
+        t0 = time.perf_counter()
+        for step in range(start, steps):
+            parts = step_fn(step)
+            if scheduler is not None:
+                scheduler.step()
+            record = {"step": step + 1, **{k: round(float(v), 5) for k, v in parts.items()},
+                      "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2)}
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            progress.update(task, advance=1, description=f"{label} loss {parts.get('loss', 0):.4f}")
+            if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+                checkpoint(step + 1)
+    return steps - start
+
+
+def _progress(quiet: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), disable=quiet)
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
+    """The sample indices of `step`: a function of (seed, step) only, so a resumed run sees exactly
+    the batches an uninterrupted one would."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return torch.randperm(n, generator=generator)[:batch_size]

@@ -1,0 +1,154 @@
+"""Training the scene-world VLM, on tiny settings: the loop resumes exactly, the encoder and the
+adapter train and save, and the result loads through the vlm plugin and the zoo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mmagent.train.loop import run_loop  # noqa: E402
+
+
+def _loop(out: Path, steps: int, kill_at: int | None = None, resume: bool = False) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
+
+    def step(i: int) -> dict:
+        if i == kill_at:
+            raise KeyboardInterrupt
+        x = data[torch.randperm(64, generator=torch.Generator().manual_seed(i))[:8]]
+        loss = (model(x) - x.sum(1, keepdim=True)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
+
+    try:
+        run_loop(out, steps, step, modules={"m": model}, optimizer=opt, resume=resume, checkpoint_every=5, quiet=True)
+    except KeyboardInterrupt:
+        pass
+    return model
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
+    straight = _loop(tmp_path / "a", 12)
+    _loop(tmp_path / "b", 12, kill_at=8)  # killed after the step-5 checkpoint
+    resumed = _loop(tmp_path / "b", 12, resume=True)
+    assert torch.equal(straight.weight, resumed.weight) and torch.equal(straight.bias, resumed.bias)
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log][-7:] == list(range(6, 13))  # steps 6.. re-run after the kill
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory, zoo_model):
+    from mmagent.train.encoder import EncoderRecipe, train_encoder
+
+    zoo_model("all-minilm-l6-v2")
+    out = tmp_path_factory.mktemp("encoder")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MMAGENT_HOME", str(zoo_model("all-minilm-l6-v2").parent.parent))
+        metrics = train_encoder(out, EncoderRecipe(train_scenes=64, eval_scenes=32, steps=4, batch_size=16,
+                                                   hidden_size=32, layers=1, heads=2), quiet=True)
+    return out, metrics
+
+
+@pytest.mark.slow
+def test_encoder_reports_retrieval_zero_shot_and_attributes(tiny_encoder):
+    out, metrics = tiny_encoder
+    for key in ("retrieval_r_at_1", "zero_shot_accuracy", "presence_accuracy", "count_accuracy", "total_accuracy"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["retrieval_candidates"] == 32
+    from transformers import CLIPVisionModelWithProjection
+
+    vision = CLIPVisionModelWithProjection.from_pretrained(out / "vision")
+    assert vision.config.projection_dim == 384 and vision.config.image_size == 64
+    assert len((out / "log.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.fixture(scope="module")
+def scene_image():
+    import io
+
+    from mmagent.content import load_media
+    from mmagent.scenes import generate_scene, render
+
+    buf = io.BytesIO()
+    render(generate_scene("t", 0)).save(buf, "PNG")
+    return load_media(buf.getvalue(), expect="image")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("projector, lora_rank, model_type", [
+    ("linear", 0, "llava"), ("mlp", 4, "llava"), ("resampler", 0, "mmagent_llava"), ("qformer", 4, "mmagent_llava")])
+def test_adapter_trains_into_a_folder_the_vlm_plugin_and_the_zoo_load(tiny_encoder, tiny_llama, scene_image, tmp_path,
+                                                                      monkeypatch, projector, lora_rank, model_type):
+    from mmagent.backends import Message, get_backend
+    from mmagent.content import TextPart
+    from mmagent.train.adapter import AdapterRecipe, train_adapter
+
+    encoder_dir, _ = tiny_encoder
+    recipe = AdapterRecipe(llm=str(tiny_llama), train_scenes=16, eval_scenes=4, caption_steps=2, qa_steps=2,
+                           batch_size=4, projector=projector, lora_rank=lora_rank)
+    metrics = train_adapter(encoder_dir, tmp_path / "adapter", recipe, quiet=True)
+    assert metrics["questions"] > 0 and set(metrics) >= {"existence", "count"}
+    folder = tmp_path / "adapter" / "model"
+    assert json.loads((folder / "config.json").read_text())["model_type"] == model_type
+    ask = [Message("user", [scene_image, TextPart("Is there a red circle?")])]
+    reply = get_backend("vlm", "transformers", model=str(folder), device="cpu").chat(ask, max_tokens=3)
+    assert isinstance(reply.text, str) and reply.usage["completion_tokens"] >= 1
+    small = tmp_path / "adapter" / "small"
+    expected = {"vision", "projector.safetensors", "recipe.json", "metrics.json"} | ({"lora"} if lora_rank else set())
+    assert {p.name for p in small.iterdir()} == expected
+    assert sum(p.stat().st_size for p in small.rglob("*") if p.is_file()) < 5_000_000
+
+    # The zoo re-assembles the same model (LoRA folded in) from the small export.
+    import mmagent.plugins.scene_vlm as scene_vlm
+    from mmagent.zoo import ModelSpec, Zoo
+
+    monkeypatch.setattr(scene_vlm, "WEIGHTS", small)
+    zoo = Zoo(tmp_path / "zoo")
+    zoo.add(ModelSpec("scene-vlm", "vlm", "", "test", scene_vlm.build))
+    rebuilt = get_backend("vlm", "transformers", model=str(zoo.ensure("scene-vlm")), device="cpu")
+    assert rebuilt.chat(ask, max_tokens=3).text == reply.text
+
+
+@pytest.mark.slow
+def test_adapter_training_resumes_after_a_kill(tiny_encoder, tiny_llama, tmp_path):
+    from mmagent.train.adapter import AdapterRecipe, train_adapter
+
+    encoder_dir, _ = tiny_encoder
+    recipe = AdapterRecipe(llm=str(tiny_llama), train_scenes=16, eval_scenes=2, caption_steps=3, qa_steps=4,
+                           batch_size=2, lora_rank=4, checkpoint_every=2)
+    train_adapter(encoder_dir, tmp_path / "a", recipe, quiet=True)
+    # A run killed during stage 2 keeps stage 1 and the step-2 checkpoint of stage 2; --resume completes it.
+    import mmagent.train.adapter as adapter_module
+
+    calls = {"n": 0}
+    real = adapter_module.answer_loss
+
+    def dies_in_stage_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:  # 3 caption steps, then the 4th stage-2 step
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(adapter_module, "answer_loss", dies_in_stage_two)
+        with pytest.raises(KeyboardInterrupt):
+            train_adapter(encoder_dir, tmp_path / "b", recipe, quiet=True)
+    assert not (tmp_path / "b" / "model").exists()
+    assert len((tmp_path / "b" / "qa" / "log.jsonl").read_text().splitlines()) == 3
+    resumed = train_adapter(encoder_dir, tmp_path / "b", recipe, resume=True, quiet=True)
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert {k: v for k, v in resumed.items() if not k.endswith("seconds")} == {
+        k: v for k, v in a.items() if not k.endswith("seconds")}
+    from safetensors.torch import load_file
+
+    pa, pb = (load_file(tmp_path / d / "small" / "projector.safetensors") for d in ("a", "b"))
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
