@@ -9,3 +9,9 @@ $mm models prepare
 echo
 echo "== mmagent run --audio examples/media/question.wav --image examples/media/receipt.png -v"
 $mm run --audio examples/media/question.wav --image examples/media/receipt.png -v
+echo
+echo "== the adapter route: mmagent's own scene-world VLM looks at a scene it never saw"
+scene_dir=$(mktemp -d)
+$mm scenes --n 1 --seed 2026 --out "$scene_dir/scenes" >/dev/null
+$mm run --pipeline adapter --image "$scene_dir/scenes/images/000000.png" "How many shapes are there?" -v
+rm -rf "$scene_dir"

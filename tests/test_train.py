@@ -152,3 +152,42 @@ def test_adapter_training_resumes_after_a_kill(tiny_encoder, tiny_llama, tmp_pat
 
     pa, pb = (load_file(tmp_path / d / "small" / "projector.safetensors") for d in ("a", "b"))
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def test_cli_adapter_without_a_trained_encoder_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    mm = str(Path(sys.executable).with_name("mmagent"))
+    (tmp_path / "empty").mkdir()
+    out = subprocess.run([mm, "train", "adapter", "--encoder", str(tmp_path / "empty"), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds no trained encoder" in lines[0], out.stderr
+    assert not (tmp_path / "o").exists()
+    bad = subprocess.run([mm, "train", "adapter", "--encoder", str(tmp_path / "empty"), "--out", str(tmp_path / "o"),
+                          "--projector", "transformer"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "transformer" in bad.stderr
+
+
+def test_query_adapters_need_a_square_number_of_queries(tiny_encoder, tiny_llama):
+    from mmagent.train.adapter import AdapterRecipe, build_llava
+
+    from mmagent.errors import InputError
+
+    with pytest.raises(InputError, match="num_queries must be a square"):
+        build_llava(tiny_encoder[0], AdapterRecipe(llm=str(tiny_llama), projector="resampler", num_queries=3))
+
+
+def test_cli_refuses_to_start_over_on_an_earlier_run(tmp_path):
+    import subprocess
+    import sys
+
+    mm = str(Path(sys.executable).with_name("mmagent"))
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "enc" / "checkpoint.pt").write_bytes(b"earlier run")
+    out = subprocess.run([mm, "train", "encoder", "--out", str(tmp_path / "enc")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and "--resume" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "enc" / "checkpoint.pt").read_bytes() == b"earlier run"

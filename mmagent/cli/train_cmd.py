@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
+from ..errors import InputError
 from .output import print_json
+
+
+def _check_out(out: Path, resume: bool, *checkpoints: str) -> None:
+    """Refuse to start over on top of an earlier run (it would be lost); --resume continues it."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory")
+    if not resume and any((out / c).is_file() for c in checkpoints):
+        raise InputError(f"{out} already holds a training run: add --resume to continue it, or pick another --out")
 
 
 @click.group()
@@ -24,6 +33,7 @@ def train() -> None:
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")
 def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int, resume: bool) -> None:
     """Two-tower pretraining: a small ViT against frozen MiniLM description embeddings + attribute heads."""
+    _check_out(out, resume, "checkpoint.pt")
     from ..train.encoder import EncoderRecipe, train_encoder
 
     recipe = EncoderRecipe(seed=seed, steps=steps, train_scenes=train_scenes, batch_size=batch_size)
@@ -49,11 +59,11 @@ def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int
 def adapter(encoder_dir: Path, out: Path, projector: str, num_queries: int, lora_rank: int, caption_steps: int,
             qa_steps: int, train_scenes: int, batch_size: int, seed: int, resume: bool) -> None:
     """LLaVA recipe: frozen encoder + frozen SmolLM2; train the projector on captions, then QA."""
-    from ..errors import InputError
-    from ..train.adapter import AdapterRecipe, train_adapter
-
     if not (encoder_dir / "vision" / "config.json").is_file():
         raise InputError(f"{encoder_dir} holds no trained encoder (expected {encoder_dir}/vision/config.json)")
+    _check_out(out, resume, "caption/checkpoint.pt", "qa/checkpoint.pt")
+    from ..train.adapter import AdapterRecipe, train_adapter
+
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
                            caption_steps=caption_steps, qa_steps=qa_steps,
                            train_scenes=train_scenes, batch_size=batch_size)

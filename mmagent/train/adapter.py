@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError
 from ..graphs.adapter import SYSTEM as QA_SYSTEM
 from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT
 from .loop import TrainableState, batch_indices, run_loop
@@ -65,7 +66,11 @@ def build_llava(encoder_dir: Path, recipe: AdapterRecipe):
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
-    llm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    old_rows = llm.get_input_embeddings().weight.shape[0]
+    llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():  # new rows (<image>) = the mean embedding: deterministic, so a rebuild is exact
+        for table in {id(t): t for t in (llm.get_input_embeddings(), llm.get_output_embeddings())}.values():
+            table.weight[old_rows:] = table.weight[:old_rows].mean(0)
     vision = CLIPVisionModel.from_pretrained(encoder_dir / "vision")
     common = dict(vision_config=vision.config, text_config=llm.config,
                   image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
@@ -80,7 +85,7 @@ def build_llava(encoder_dir: Path, recipe: AdapterRecipe):
 
         side = math.isqrt(recipe.num_queries)
         if side * side != recipe.num_queries or IMAGE_SIZE % side:
-            raise ValueError(f"num_queries must be a square whose root divides {IMAGE_SIZE} (1, 4, 16, 64)")
+            raise InputError(f"num_queries must be a square whose root divides {IMAGE_SIZE} (1, 4, 16, 64)")
         register_architectures()
         patch_size = IMAGE_SIZE // side  # the processor's patch grid = the query count
         config = QueryAdapterConfig(**common, projector_type=recipe.projector, num_queries=recipe.num_queries,
@@ -272,7 +277,9 @@ def export_small(model, encoder_dir: Path, recipe: AdapterRecipe, metrics: dict,
     shutil.copytree(encoder_dir / "vision", dest / "vision")
     if lora_dir is not None:
         shutil.rmtree(dest / "lora", ignore_errors=True)
-        shutil.copytree(lora_dir, dest / "lora")
+        (dest / "lora").mkdir()
+        for name in ("adapter_config.json", "adapter_model.safetensors"):  # not peft's model-card stub
+            shutil.copy2(lora_dir / name, dest / "lora" / name)
     state = {k: v.contiguous() for k, v in model.model.multi_modal_projector.state_dict().items()}
     save_file(state, dest / "projector.safetensors")
     encoder_metrics = json.loads((encoder_dir / "metrics.json").read_text()) if (encoder_dir / "metrics.json").is_file() else {}

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from ..scenes import COLOURS, KINDS
 from .loop import batch_indices, run_loop
 from .scene_data import COMBOS, GRID, IMAGE_SIZE, MAX_COUNT, SIZED, SceneTensors, make_scenes
@@ -116,7 +117,7 @@ def train_encoder(out: Path, recipe: EncoderRecipe, *, resume: bool = False, qui
     from mmagent.backends import get_backend
 
     if recipe.patch_size * GRID != IMAGE_SIZE:
-        raise ValueError(f"patch_size must be {IMAGE_SIZE // GRID}: the per-patch targets use a {GRID}x{GRID} grid")
+        raise InputError(f"patch_size must be {IMAGE_SIZE // GRID}: the per-patch targets use a {GRID}x{GRID} grid")
     torch.manual_seed(recipe.seed)
     embedder = get_backend("embed", "minilm", device="cpu")
     t0 = time.perf_counter()
