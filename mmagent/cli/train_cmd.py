@@ -25,8 +25,8 @@ def train() -> None:
 
 @train.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--steps", type=click.IntRange(1), default=5000, show_default=True)
-@click.option("--scenes", "train_scenes", type=click.IntRange(64), default=16000, show_default=True,
+@click.option("--steps", type=click.IntRange(1), default=6000, show_default=True)
+@click.option("--scenes", "train_scenes", type=click.IntRange(64), default=20000, show_default=True,
               help="Training scenes (generated, deterministic).")
 @click.option("--batch-size", type=click.IntRange(2), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -50,9 +50,9 @@ def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int
               help="Image tokens of the resampler / Q-Former (a square: 1, 4, 16, 64).")
 @click.option("--lora-rank", type=click.IntRange(0), default=16, show_default=True,
               help="Stage 2 also trains LoRA (peft) on the LLM's attention; 0: the adapter only.")
-@click.option("--caption-steps", type=click.IntRange(0), default=100, show_default=True, help="Stage 1.")
+@click.option("--caption-steps", type=click.IntRange(0), default=40, show_default=True, help="Stage 1.")
 @click.option("--qa-steps", type=click.IntRange(0), default=400, show_default=True, help="Stage 2.")
-@click.option("--scenes", "train_scenes", type=click.IntRange(16), default=4000, show_default=True)
+@click.option("--scenes", "train_scenes", type=click.IntRange(16), default=3000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoints in --out.")

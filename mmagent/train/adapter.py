@@ -21,7 +21,7 @@ import torch
 from ..errors import InputError
 from ..graphs.adapter import SYSTEM as QA_SYSTEM
 from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT
-from .loop import TrainableState, batch_indices, run_loop
+from .loop import TrainableState, batch_indices, run_loop, warmup_cosine
 from .scene_data import IMAGE_SIZE, MEAN, STD, make_scenes
 
 IMAGE_TOKEN = "<image>"
@@ -44,9 +44,9 @@ class AdapterRecipe:
     num_queries: int = 4  # resampler / qformer only
     lora_rank: int = 16  # > 0: stage 2 also trains LoRA (peft) on the LLM's attention projections
     lora_lr: float = 5e-4
-    train_scenes: int = 4000
+    train_scenes: int = 3000
     eval_scenes: int = 300
-    caption_steps: int = 100
+    caption_steps: int = 40
     qa_steps: int = 400
     batch_size: int = 16
     lr: float = 1e-3
@@ -71,7 +71,7 @@ def build_llava(encoder_dir: Path, recipe: AdapterRecipe):
     with torch.no_grad():  # new rows (<image>) = the mean embedding: deterministic, so a rebuild is exact
         for table in {id(t): t for t in (llm.get_input_embeddings(), llm.get_output_embeddings())}.values():
             table.weight[old_rows:] = table.weight[:old_rows].mean(0)
-    vision = CLIPVisionModel.from_pretrained(encoder_dir / "vision")
+    vision = _quietly(CLIPVisionModel.from_pretrained, encoder_dir / "vision")  # drops the contrastive head
     common = dict(vision_config=vision.config, text_config=llm.config,
                   image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
                   vision_feature_select_strategy="default", vision_feature_layer=-1)
@@ -102,6 +102,18 @@ def build_llava(encoder_dir: Path, recipe: AdapterRecipe):
     for name, param in model.named_parameters():
         param.requires_grad = name.startswith("model.multi_modal_projector")
     return model, processor
+
+
+def _quietly(load, *args, **kwargs):
+    """`load(...)` without transformers' report of the weights it leaves out (expected here)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return load(*args, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _prompt(processor, system: str | None, text: str) -> str:
@@ -220,8 +232,7 @@ def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume
                   {"params": [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n],
                    "lr": recipe.lora_lr}]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s, n=steps: min(1.0, (s + 1) / max(1, n // 10)) * 0.5 * (1 + math.cos(math.pi * s / n)))
+        scheduler = warmup_cosine(optimizer, steps, 0.1)
 
         def step(i: int, items=items, optimizer=optimizer, stage=stage) -> dict:
             batch = [items[j] for j in batch_indices(i, len(items), recipe.batch_size, recipe.seed + len(stage))]

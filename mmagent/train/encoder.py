@@ -23,16 +23,16 @@ from torch import nn
 
 from ..errors import InputError
 from ..scenes import COLOURS, KINDS
-from .loop import batch_indices, run_loop
+from .loop import batch_indices, run_loop, warmup_cosine
 from .scene_data import COMBOS, GRID, IMAGE_SIZE, MAX_COUNT, SIZED, SceneTensors, make_scenes
 
 
 @dataclass
 class EncoderRecipe:
     seed: int = 0
-    train_scenes: int = 12000
+    train_scenes: int = 20000
     eval_scenes: int = 500
-    steps: int = 3000
+    steps: int = 6000
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -128,9 +128,7 @@ def train_encoder(out: Path, recipe: EncoderRecipe, *, resume: bool = False, qui
     data_seconds = time.perf_counter() - t0
     model = SceneEncoder(vision_config(recipe, text_train.shape[1]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    warmup = max(1, recipe.steps // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
-        1 + math.cos(math.pi * min(s, recipe.steps) / recipe.steps)))
+    scheduler = warmup_cosine(optimizer, recipe.steps, 0.05)
 
     def step(i: int) -> dict:
         parts = losses(model, train, text_train, batch_indices(i, len(train.pixels), recipe.batch_size, recipe.seed),

@@ -99,6 +99,15 @@ def _progress(quiet: bool):
                     TimeRemainingColumn(), disable=quiet)
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup_fraction: float):
+    """Linear warm-up over `warmup_fraction` of `steps`, then cosine decay to zero."""
+    import math
+
+    warmup = max(1, int(steps * warmup_fraction))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
     """The sample indices of `step`: a function of (seed, step) only, so a resumed run sees exactly
     the batches an uninterrupted one would."""
