@@ -180,11 +180,40 @@ def encode_batch(processor, batch: list[Example]):
 
 
 def answer_loss(model, pixels, ids, mask, labels, keep) -> torch.Tensor:
+    """Cross-entropy on the answer tokens, averaged per example first (a 40-token description and
+    a one-word answer weigh the same)."""
     # logits at position t predict token t+1: keep the last `keep` positions, shift by one.
     out = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, logits_to_keep=keep + 1)
     logits = out.logits[:, :-1]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                             ignore_index=-100)
+    per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                  ignore_index=-100, reduction="none").view(labels.shape)
+    valid = (labels != -100).float()
+    return ((per_token * valid).sum(1) / valid.sum(1).clamp(min=1)).mean()
+
+
+@torch.no_grad()
+def calibrate_projector(model, pixels: torch.Tensor) -> dict:
+    """Start the fresh projector at the LLM's scale: standardise the vision features (folded into
+    the first linear layer of LLaVA's projector) and scale the last layer so image tokens have the
+    RMS of the LLM's word embeddings. Raw ViT features are ~60x larger than SmolLM2's embeddings;
+    uncalibrated, the frozen LLM barely reads them in a few hundred steps."""
+    projector = model.model.multi_modal_projector
+    features = model.model.vision_tower(pixel_values=pixels, output_hidden_states=True).hidden_states[-1][:, 1:]
+    features = features.reshape(-1, features.shape[-1])
+    if hasattr(projector, "linear_1"):  # LLaVA's MLP / linear projector (the query adapters normalise already)
+        mean, std = features.mean(0), features.std(0).clamp(min=1e-6)
+        projector.linear_1.bias -= projector.linear_1.weight @ (mean / std)
+        projector.linear_1.weight /= std
+        last = projector.linear_2
+        out = projector(features)
+    else:
+        last = projector.out
+        out = projector(features.view(pixels.shape[0], -1, features.shape[-1]))
+    target = model.get_input_embeddings().weight.pow(2).mean().sqrt()
+    factor = target / out.pow(2).mean().sqrt()
+    last.weight *= factor
+    last.bias *= factor
+    return {"feature_rms": round(features.pow(2).mean().sqrt().item(), 4), "embedding_rms": round(target.item(), 4)}
 
 
 @torch.no_grad()
@@ -216,6 +245,7 @@ def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, processor = build_llava(encoder_dir, recipe)
+    calibration = calibrate_projector(model, make_scenes(f"calibrate-{recipe.seed}", 256).pixels)
     train = make_scenes(f"adapter-train-{recipe.seed}", recipe.train_scenes)
     held_out = make_scenes(f"heldout-{recipe.seed}", recipe.eval_scenes)
     stages = [("caption", recipe.caption_steps), ("qa", recipe.qa_steps)]
@@ -253,7 +283,7 @@ def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume
         model = lora.merge_and_unload()
     t0 = time.perf_counter()
     metrics = evaluate_qa(model, processor, held_out.scenes, held_out.pixels)
-    metrics.update(timings, eval_seconds=round(time.perf_counter() - t0, 1), recipe=asdict(recipe))
+    metrics.update(timings, calibration=calibration, eval_seconds=round(time.perf_counter() - t0, 1), recipe=asdict(recipe))
     model.save_pretrained(out / "model")
     processor.save_pretrained(out / "model")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
