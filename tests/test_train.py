@@ -71,8 +71,8 @@ def test_encoder_reports_retrieval_zero_shot_and_attributes(tiny_encoder):
     assert len((out / "log.jsonl").read_text().splitlines()) == 4
 
 
-@pytest.fixture(scope="module")
-def scene_image():
+@pytest.fixture
+def scene_image():  # function scope: media lives in each test's own MMAGENT_HOME
     import io
 
     from mmagent.content import load_media

@@ -49,14 +49,17 @@ def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int
 @click.option("--num-queries", type=click.IntRange(1), default=4, show_default=True,
               help="Image tokens of the resampler / Q-Former (a square: 1, 4, 16, 64).")
 @click.option("--lora-rank", type=click.IntRange(0), default=16, show_default=True,
-              help="Stage 2 also trains LoRA (peft) on the LLM's attention; 0: the adapter only.")
-@click.option("--caption-steps", type=click.IntRange(0), default=40, show_default=True, help="Stage 1.")
-@click.option("--qa-steps", type=click.IntRange(0), default=400, show_default=True, help="Stage 2.")
+              help="Stage 2 also trains LoRA (peft) on the LLM; 0: the adapter only.")
+@click.option("--lora-modules", type=click.Choice(["all", "attention"]), default="all", show_default=True,
+              help="LoRA on attention and MLP projections, or attention only.")
+@click.option("--caption-steps", type=click.IntRange(0), default=20, show_default=True, help="Stage 1.")
+@click.option("--qa-steps", type=click.IntRange(0), default=450, show_default=True, help="Stage 2.")
 @click.option("--scenes", "train_scenes", type=click.IntRange(16), default=3000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoints in --out.")
-def adapter(encoder_dir: Path, out: Path, projector: str, num_queries: int, lora_rank: int, caption_steps: int,
+def adapter(encoder_dir: Path, out: Path, projector: str, num_queries: int, lora_rank: int, lora_modules: str,
+            caption_steps: int,
             qa_steps: int, train_scenes: int, batch_size: int, seed: int, resume: bool) -> None:
     """LLaVA recipe: frozen encoder + frozen SmolLM2; train the projector on captions, then QA."""
     if not (encoder_dir / "vision" / "config.json").is_file():
@@ -65,7 +68,7 @@ def adapter(encoder_dir: Path, out: Path, projector: str, num_queries: int, lora
     from ..train.adapter import AdapterRecipe, train_adapter
 
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
-                           caption_steps=caption_steps, qa_steps=qa_steps,
+                           lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps,
                            train_scenes=train_scenes, batch_size=batch_size)
     print_json(train_adapter(encoder_dir, out, recipe, resume=resume))
 

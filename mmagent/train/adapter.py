@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..graphs.adapter import SYSTEM as QA_SYSTEM
 from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT
 from .loop import TrainableState, batch_indices, run_loop, warmup_cosine
-from .scene_data import IMAGE_SIZE, MEAN, STD, make_scenes
+from .scene_data import IMAGE_SIZE, MEAN, SIZED, STD, make_scenes
 
 IMAGE_TOKEN = "<image>"
 QA_TYPES = ("existence", "colour", "shape", "count", "position", "comparison")
@@ -42,14 +42,15 @@ class AdapterRecipe:
     seed: int = 0
     projector: str = "mlp"  # mlp | linear (LLaVA) | resampler (perceiver) | qformer (Q-Former-lite)
     num_queries: int = 4  # resampler / qformer only
-    lora_rank: int = 16  # > 0: stage 2 also trains LoRA (peft) on the LLM's attention projections
-    lora_lr: float = 5e-4
+    lora_rank: int = 16  # > 0: stage 2 also trains LoRA (peft) on the LLM
+    lora_modules: str = "all"  # all: attention + MLP projections; attention: q/k/v/o only
+    lora_lr: float = 1e-3
     train_scenes: int = 3000
-    eval_scenes: int = 300
-    caption_steps: int = 40
-    qa_steps: int = 400
+    eval_scenes: int = 200
+    caption_steps: int = 20
+    qa_steps: int = 450
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float | None = None  # the projector's; None: 3e-5 from a grounded start (mlp), else 1e-3
     checkpoint_every: int = 25
     llm: str = "smollm2-135m-instruct"
 
@@ -216,6 +217,44 @@ def calibrate_projector(model, pixels: torch.Tensor) -> dict:
     return {"feature_rms": round(features.pow(2).mean().sqrt().item(), 4), "embedding_rms": round(target.item(), 4)}
 
 
+def ground_projector(model, tokenizer, data, *, probe_steps: int = 300) -> dict:
+    """Start LLaVA's MLP projector in the LLM's vocabulary: a linear probe on the frozen patch
+    features finds which object (colour x kind x size) has its centre in each patch; those probe
+    units open the projector's hidden layer, and its output layer maps each unit to the sum of
+    the word embeddings " <size>", " <colour>", " <kind>". The remaining hidden units keep their
+    (calibrated) random start at a tenth of the scale. Training then refines all of it; the
+    frozen LLM reads the image from step 0 instead of discovering a new embedding space."""
+    projector = model.model.multi_modal_projector
+    calibration = calibrate_projector(model, data.pixels[:256])
+    with torch.no_grad():
+        features = torch.cat([model.model.vision_tower(pixel_values=data.pixels[i:i + 256], output_hidden_states=True)
+                              .hidden_states[-1][:, 1:] for i in range(0, len(data.pixels), 256)])
+    x, y = features.reshape(-1, features.shape[-1]), data.cells.reshape(-1, data.cells.shape[-1])
+    split = int(0.8 * len(x))
+    probe = torch.nn.Linear(x.shape[1], y.shape[1])
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    for _ in range(probe_steps):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(probe(x[:split]), y[:split])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        held = (probe(x[split:]) > 0) == y[split:].bool()
+        table = model.get_input_embeddings().weight
+        words = [[f" {size}", f" {colour}", f" {kind}"] for colour, kind, size in SIZED]
+        concepts = torch.stack([sum(table[tokenizer(w, add_special_tokens=False)["input_ids"]].mean(0) for w in ws)
+                                for ws in words])
+        n = len(SIZED)
+        projector.linear_1.weight[:n] = probe.weight
+        projector.linear_1.bias[:n] = probe.bias
+        active = projector.act(probe(x)[y.bool()]).mean()  # the unit's typical value when its object is there
+        projector.linear_2.weight *= 0.1
+        projector.linear_2.weight[:, :n] = concepts.T / active
+        projector.linear_2.bias.zero_()
+    return calibration | {"probe_patch_accuracy": round(held.all(1).float().mean().item(), 4),
+                          "probe_unit_mean": round(active.item(), 3)}
+
+
 @torch.no_grad()
 def evaluate_qa(model, processor, scenes, pixels, *, limit: int | None = None, batch_size: int = 16) -> dict:
     """Greedy answers to held-out questions, asked as the adapter graph asks; accuracy per type."""
@@ -245,7 +284,13 @@ def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, processor = build_llava(encoder_dir, recipe)
-    calibration = calibrate_projector(model, make_scenes(f"calibrate-{recipe.seed}", 256).pixels)
+    grounded = recipe.projector == "mlp" and model.config.text_config.hidden_size >= len(SIZED)
+    start = make_scenes(f"calibrate-{recipe.seed}", 1500 if grounded else 256)
+    if grounded:  # the probe needs the MLP's hidden layer; the others only calibrate
+        calibration = ground_projector(model, processor.tokenizer, start)
+    else:
+        calibration = calibrate_projector(model, start.pixels)
+    projector_lr = recipe.lr if recipe.lr is not None else (3e-5 if grounded else 1e-3)
     train = make_scenes(f"adapter-train-{recipe.seed}", recipe.train_scenes)
     held_out = make_scenes(f"heldout-{recipe.seed}", recipe.eval_scenes)
     stages = [("caption", recipe.caption_steps), ("qa", recipe.qa_steps)]
@@ -254,11 +299,11 @@ def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume
         if steps <= 0:
             continue
         if stage == "qa" and recipe.lora_rank > 0:
-            lora = add_lora(model, recipe.lora_rank)
+            lora = add_lora(model, recipe.lora_rank, recipe.lora_modules)
         trainable = TrainableState(model)
         items = examples(train.scenes, "mixed" if stage == "qa" else stage)
         groups = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n],
-                   "lr": recipe.lr},
+                   "lr": projector_lr},
                   {"params": [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n],
                    "lr": recipe.lora_lr}]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
@@ -291,12 +336,18 @@ def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume
     return metrics
 
 
-def add_lora(model, rank: int):
-    """Wrap `model` with LoRA adapters on the LLM's q/v projections (the projector stays trainable)."""
+LORA_MODULES = {"attention": "q_proj|k_proj|v_proj|o_proj",
+                "all": "q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj"}
+
+
+def add_lora(model, rank: int, modules: str = "all"):
+    """Wrap `model` with LoRA adapters on the LLM's projections (the projector stays trainable)."""
     from peft import LoraConfig, get_peft_model
 
+    if modules not in LORA_MODULES:
+        raise InputError(f"lora_modules must be one of {', '.join(LORA_MODULES)}")
     config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
-                        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)")
+                        target_modules=rf".*language_model.*\.({LORA_MODULES[modules]})")
     wrapped = get_peft_model(model, config)
     for p in model.model.multi_modal_projector.parameters():
         p.requires_grad = True
