@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -89,6 +90,15 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=1))
 
 
+def mcnemar_p(b: int, c: int) -> float:
+    """Exact two-sided McNemar test on the discordant pairs: P(as lopsided | a fair coin)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
 def report(results: dict[str, list[dict]]) -> None:
     names = list(results)
     print("\n| type | n | " + " | ".join(names) + " | adapter − short caption |")
@@ -105,7 +115,8 @@ def report(results: dict[str, list[dict]]) -> None:
     for name in names[1:]:
         wins = sum(a["correct"] and not b["correct"] for a, b in zip(base, results[name]))
         losses = sum(b["correct"] and not a["correct"] for a, b in zip(base, results[name]))
-        print(f"\nadapter vs {name}: adapter alone right {wins}, {name} alone right {losses} (paired, same questions)")
+        print(f"\nadapter vs {name}: adapter alone right {wins}, {name} alone right {losses} "
+              f"(paired, same questions; exact McNemar p = {mcnemar_p(wins, losses):.2g})")
     for name in names:
         print(f"{name}: median {statistics.median(r['seconds'] for r in results[name]):.3f} s per question")
 

@@ -93,10 +93,13 @@ def test_adapter_trains_into_a_folder_the_vlm_plugin_and_the_zoo_load(tiny_encod
     from mmagent.train.adapter import AdapterRecipe, train_adapter
 
     encoder_dir, _ = tiny_encoder
-    recipe = AdapterRecipe(llm=str(tiny_llama), train_scenes=16, eval_scenes=4, caption_steps=2, qa_steps=2,
+    recipe = AdapterRecipe(llm=str(tiny_llama), train_scenes=16, eval_scenes=4, probe_scenes=32,
+                           caption_steps=2, qa_steps=2,
                            batch_size=4, projector=projector, lora_rank=lora_rank)
     metrics = train_adapter(encoder_dir, tmp_path / "adapter", recipe, quiet=True)
     assert metrics["questions"] > 0 and set(metrics) >= {"existence", "count"}
+    # LLaVA's MLP starts grounded (a probe on the patch tokens -> word embeddings); the rest calibrated.
+    assert ("probe_patch_accuracy" in metrics["calibration"]) == (projector == "mlp")
     folder = tmp_path / "adapter" / "model"
     assert json.loads((folder / "config.json").read_text())["model_type"] == model_type
     ask = [Message("user", [scene_image, TextPart("Is there a red circle?")])]
@@ -123,7 +126,8 @@ def test_adapter_training_resumes_after_a_kill(tiny_encoder, tiny_llama, tmp_pat
     from mmagent.train.adapter import AdapterRecipe, train_adapter
 
     encoder_dir, _ = tiny_encoder
-    recipe = AdapterRecipe(llm=str(tiny_llama), train_scenes=16, eval_scenes=2, caption_steps=3, qa_steps=4,
+    recipe = AdapterRecipe(llm=str(tiny_llama), train_scenes=16, eval_scenes=2, probe_scenes=32,
+                           caption_steps=3, qa_steps=4,
                            batch_size=2, lora_rank=4, checkpoint_every=2)
     train_adapter(encoder_dir, tmp_path / "a", recipe, quiet=True)
     # A run killed during stage 2 keeps stage 1 and the step-2 checkpoint of stage 2; --resume completes it.

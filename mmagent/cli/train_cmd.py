@@ -54,21 +54,23 @@ def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int
               help="LoRA on attention and MLP projections, or attention only.")
 @click.option("--caption-steps", type=click.IntRange(0), default=20, show_default=True, help="Stage 1.")
 @click.option("--qa-steps", type=click.IntRange(0), default=450, show_default=True, help="Stage 2.")
+@click.option("--focus-steps", type=click.IntRange(0), default=500, show_default=True,
+              help="Stage 3: QA with every question type equally often.")
 @click.option("--scenes", "train_scenes", type=click.IntRange(16), default=3000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoints in --out.")
 def adapter(encoder_dir: Path, out: Path, projector: str, num_queries: int, lora_rank: int, lora_modules: str,
             caption_steps: int,
-            qa_steps: int, train_scenes: int, batch_size: int, seed: int, resume: bool) -> None:
+            qa_steps: int, focus_steps: int, train_scenes: int, batch_size: int, seed: int, resume: bool) -> None:
     """LLaVA recipe: frozen encoder + frozen SmolLM2; train the projector on captions, then QA."""
     if not (encoder_dir / "vision" / "config.json").is_file():
         raise InputError(f"{encoder_dir} holds no trained encoder (expected {encoder_dir}/vision/config.json)")
-    _check_out(out, resume, "caption/checkpoint.pt", "qa/checkpoint.pt")
+    _check_out(out, resume, "caption/checkpoint.pt", "qa/checkpoint.pt", "focus/checkpoint.pt")
     from ..train.adapter import AdapterRecipe, train_adapter
 
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
-                           lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps,
+                           lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps, focus_steps=focus_steps,
                            train_scenes=train_scenes, batch_size=batch_size)
     print_json(train_adapter(encoder_dir, out, recipe, resume=resume))
 

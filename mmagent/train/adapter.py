@@ -47,8 +47,10 @@ class AdapterRecipe:
     lora_lr: float = 1e-3
     train_scenes: int = 3000
     eval_scenes: int = 200
+    probe_scenes: int = 1500  # the grounded start's linear probe (mlp)
     caption_steps: int = 20
     qa_steps: int = 450
+    focus_steps: int = 500  # stage 3: QA again, every type equally often (colour/shape are rarer)
     batch_size: int = 16
     lr: float | None = None  # the projector's; None: 3e-5 from a grounded start (mlp), else 1e-3
     checkpoint_every: int = 25
@@ -135,12 +137,19 @@ class Example:
 
 def examples(scenes, kind: str) -> list[Example]:
     """Stage 1 ("caption"): a short caption and the full description of every scene. Stage 2
-    ("qa"): every question of the trained types, half with the adapter graph's system prompt and
-    half with a one-word suffix, so the model answers the graph and plain users alike."""
+    ("mixed"): every question of the trained types, half with the adapter graph's system prompt
+    and half with a one-word suffix, so the model answers the graph and plain users alike, plus a
+    quarter of the captions. Stage 3 ("balanced"): the same with every type equally often."""
     if kind == "caption":
         return [Example(i, None, prompt, text, kind) for i, s in enumerate(scenes)
                 for prompt, text in ((CAPTION_PROMPT, s.caption), (DESCRIBE_PROMPT, s.description))]
     items, n = [], 0
+    if kind == "balanced":  # the mixed set with every QA type repeated up to the most common one's size
+        mixed = examples(scenes, "mixed")
+        by_type = {t: [e for e in mixed if e.type == t] for t in QA_TYPES}
+        most = max(len(v) for v in by_type.values())
+        return [e for e in mixed if e.type == "caption"] + [v[i % len(v)] for v in by_type.values() if v
+                                                            for i in range(most)]
     if kind == "mixed":  # stage 2 keeps a quarter of the captions, so the model still captions after LoRA
         items = examples(scenes, "caption")[::4]
     for i, s in enumerate(scenes):
@@ -285,7 +294,7 @@ def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, processor = build_llava(encoder_dir, recipe)
     grounded = recipe.projector == "mlp" and model.config.text_config.hidden_size >= len(SIZED)
-    start = make_scenes(f"calibrate-{recipe.seed}", 1500 if grounded else 256)
+    start = make_scenes(f"calibrate-{recipe.seed}", recipe.probe_scenes if grounded else 256)
     if grounded:  # the probe needs the MLP's hidden layer; the others only calibrate
         calibration = ground_projector(model, processor.tokenizer, start)
     else:
@@ -293,15 +302,15 @@ def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume
     projector_lr = recipe.lr if recipe.lr is not None else (3e-5 if grounded else 1e-3)
     train = make_scenes(f"adapter-train-{recipe.seed}", recipe.train_scenes)
     held_out = make_scenes(f"heldout-{recipe.seed}", recipe.eval_scenes)
-    stages = [("caption", recipe.caption_steps), ("qa", recipe.qa_steps)]
+    stages = [("caption", recipe.caption_steps), ("qa", recipe.qa_steps), ("focus", recipe.focus_steps)]
     timings, lora = {}, None
     for stage, steps in stages:
         if steps <= 0:
             continue
-        if stage == "qa" and recipe.lora_rank > 0:
+        if stage != "caption" and recipe.lora_rank > 0 and lora is None:
             lora = add_lora(model, recipe.lora_rank, recipe.lora_modules)
         trainable = TrainableState(model)
-        items = examples(train.scenes, "mixed" if stage == "qa" else stage)
+        items = examples(train.scenes, {"qa": "mixed", "focus": "balanced"}.get(stage, stage))
         groups = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n],
                    "lr": projector_lr},
                   {"params": [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n],
