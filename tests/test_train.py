@@ -94,7 +94,7 @@ def test_adapter_trains_into_a_folder_the_vlm_plugin_and_the_zoo_load(tiny_encod
 
     encoder_dir, _ = tiny_encoder
     recipe = AdapterRecipe(llm=str(tiny_llama), train_scenes=16, eval_scenes=4, probe_scenes=32,
-                           caption_steps=2, qa_steps=2,
+                           caption_steps=2, qa_steps=2, focus_steps=1,
                            batch_size=4, projector=projector, lora_rank=lora_rank)
     metrics = train_adapter(encoder_dir, tmp_path / "adapter", recipe, quiet=True)
     assert metrics["questions"] > 0 and set(metrics) >= {"existence", "count"}
@@ -127,10 +127,11 @@ def test_adapter_training_resumes_after_a_kill(tiny_encoder, tiny_llama, tmp_pat
 
     encoder_dir, _ = tiny_encoder
     recipe = AdapterRecipe(llm=str(tiny_llama), train_scenes=16, eval_scenes=2, probe_scenes=32,
-                           caption_steps=3, qa_steps=4,
+                           caption_steps=3, qa_steps=4, focus_steps=2,
                            batch_size=2, lora_rank=4, checkpoint_every=2)
     train_adapter(encoder_dir, tmp_path / "a", recipe, quiet=True)
-    # A run killed during stage 2 keeps stage 1 and the step-2 checkpoint of stage 2; --resume completes it.
+    # A run killed during stage 2 keeps stage 1 and the step-2 checkpoint of stage 2; --resume completes
+    # it and stage 3, exactly as the uninterrupted run did.
     import mmagent.train.adapter as adapter_module
 
     calls = {"n": 0}

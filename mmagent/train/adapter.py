@@ -21,7 +21,7 @@ import torch
 from ..errors import InputError
 from ..graphs.adapter import SYSTEM as QA_SYSTEM
 from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT
-from .loop import TrainableState, batch_indices, run_loop, warmup_cosine
+from .loop import TrainableState, batch_indices, logged_seconds, run_loop, warmup_cosine
 from .scene_data import IMAGE_SIZE, MEAN, SIZED, STD, make_scenes
 
 IMAGE_TOKEN = "<image>"
@@ -327,11 +327,10 @@ def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume
             optimizer.step()
             return {"loss": loss.item()}
 
-        t0 = time.perf_counter()
         run_loop(out / stage, steps, step, modules={"trainable": trainable},
                  optimizer=optimizer, scheduler=scheduler, resume=resume, label=f"adapter {stage}", quiet=quiet,
                  checkpoint_every=recipe.checkpoint_every)
-        timings[f"{stage}_seconds"] = round(time.perf_counter() - t0, 1)
+        timings[f"{stage}_seconds"] = logged_seconds(out / stage / "log.jsonl")
     if lora is not None:  # keep the LoRA weights apart (small export), then fold them into the LLM
         lora.save_pretrained(out / "lora")
         model = lora.merge_and_unload()

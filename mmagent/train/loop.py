@@ -91,6 +91,17 @@ def run_loop(
     return steps - start
 
 
+def logged_seconds(log_path: Path) -> float:
+    """Training time of a stage from its log, across resumes (each resumed run counts from 0)."""
+    total = last = 0.0
+    for line in log_path.read_text().splitlines() if log_path.is_file() else []:
+        seconds = json.loads(line)["seconds"]
+        if seconds < last:
+            total += last
+        last = seconds
+    return round(total + last, 1)
+
+
 def _progress(quiet: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
