@@ -57,17 +57,16 @@ def test_adapter_pipeline_answers_held_out_questions(scene_home, scene_images, m
     assert accuracy["count"] >= 0.6, accuracy
 
 
-def test_scene_captioner_writes_the_short_caption_and_the_full_description(scene_home, scene_images, monkeypatch):
+def test_scene_captioner_writes_a_short_generic_caption(scene_home, scene_images, monkeypatch):
     from mmagent.backends import get_backend
     from mmagent.content import load_media
 
     monkeypatch.setenv("MMAGENT_HOME", str(scene_home))
-    path, scene = scene_images[0]
-    image = load_media(path, expect="image")
-    short = get_backend("caption", "scene").caption(image)
-    assert not any(c in short.lower() for c in ("red", "green", "blue", "yellow", "purple")), short
-    full = get_backend("caption", "scene", detail="true").caption(image)
-    assert {o.colour for o in scene.objects} <= set(full.lower().replace(",", " ").replace(".", " ").split()), full
+    for path, scene in scene_images[:3]:
+        short = get_backend("caption", "scene").caption(load_media(path, expect="image"))
+        # What a typical captioner writes: a sentence about shapes, none of the attributes asked about.
+        assert "shape" in short.lower() and short.endswith("."), short
+        assert not any(c in short.lower() for c in ("red", "green", "blue", "yellow", "purple")), short
 
 
 def test_cli_runs_the_adapter_pipeline_on_the_offline_default(scene_home, scene_images):

@@ -54,7 +54,8 @@ def build(folder: Path, report) -> None:
 
 class SceneCaptioner(Captioner):
     """Captions from a VLM prompted to caption (default: the scene-world VLM). Options: `detail`
-    (true: the full description the VLM was trained to write, instead of a short generic caption)."""
+    (true: ask for the full description instead of a short caption; the shipped scene VLM, tuned
+    mostly on questions, still answers it with a generic caption — docs/scene-vlm.md)."""
 
     name = "scene"
     description = "Captions by the scene-world VLM (short, or the full description with detail=true)"
