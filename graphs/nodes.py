@@ -109,7 +109,7 @@ def inputs_of(state: PipelineState, kind: str):
 def summarize(result: Any) -> dict:
     """What a step record shows of a tool's result: its text, or the stored file it produced."""
     if hasattr(result, "scores"):  # intent scoring
-        return {"output": f"intent: {result.top}"}
+        return {"output": f"intent: {result.top or 'none'}"}
     if hasattr(result, "ref"):  # a generated part
         return {"output": {"type": result.type, "sha256": result.ref.sha256}}
     text = getattr(result, "text", result)
