@@ -4,8 +4,8 @@ SmolLM2 answers from that text), with the same encoder, the same LLM and the sam
 
 Two tool chains: the scene captioner's short caption (what a typical captioner writes), and an
 oracle captioner that hands over the generator's true full description (the best any captioner
-could do: what is left is the text LLM's own loss). Every question goes through `mmagent.run`, as a user's would; the
-tool chains' caption and OCR of an image are computed once and reused for its other questions
+could do: what is left is the text LLM's own loss). Every question goes through `mmagent.run`, as
+a user's would; the tool chains' caption and OCR of an image are computed once and reused for its other questions
 (greedy decoding: the same text either way, minutes saved). Prints accuracy per question type,
 the adapter − tools gap, paired wins/losses and the median time per question.
 

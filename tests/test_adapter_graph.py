@@ -50,3 +50,11 @@ def test_spoken_question_is_transcribed_first_and_answer_spoken(images, tmp_path
 def test_no_vlm_is_an_error(images):
     with pytest.raises(BackendError, match="no vlm backend"):
         run("what?", images=images, pipeline="adapter", toolbox=scripted_toolbox())
+
+
+def test_a_step_record_names_no_intent_as_none():
+    from graphs.intent import Intent
+    from graphs.nodes import summarize
+
+    assert summarize(Intent({"read": 0.9, "speak": 0.1}, "embeddings")) == {"output": "intent: read"}
+    assert summarize(Intent({"read": 0.2, "speak": 0.1}, "embeddings")) == {"output": "intent: none"}

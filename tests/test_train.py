@@ -45,6 +45,38 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     assert [r["step"] for r in log][-7:] == list(range(6, 13))  # steps 6.. re-run after the kill
 
 
+def test_logged_seconds_adds_up_the_runs_of_a_resumed_stage(tmp_path):
+    from mmagent.train.loop import logged_seconds
+
+    log = tmp_path / "log.jsonl"
+    # 3 steps (10 s), killed; the resumed run's clock starts again from 0 (5 more s).
+    log.write_text("".join(json.dumps({"step": i + 1, "seconds": s}) + "\n" for i, s in enumerate([2, 6, 10, 1.5, 5])))
+    assert logged_seconds(log) == 15.0
+    assert logged_seconds(tmp_path / "missing.jsonl") == 0.0
+
+
+def test_stage_three_asks_every_question_type_equally_often():
+    from collections import Counter
+
+    from mmagent.scenes import generate_scene
+    from mmagent.train.adapter import QA_TYPES, examples
+
+    scenes = [generate_scene("balance", i) for i in range(40)]
+    mixed = Counter(e.type for e in examples(scenes, "mixed"))
+    balanced = Counter(e.type for e in examples(scenes, "balanced"))
+    assert mixed["colour"] < mixed["existence"]  # the natural mix is lopsided
+    assert {balanced[t] for t in QA_TYPES} == {max(mixed[t] for t in QA_TYPES)}
+    assert balanced["caption"] == mixed["caption"]
+
+
+def test_lora_modules_must_be_known():
+    from mmagent.errors import InputError
+    from mmagent.train.adapter import add_lora
+
+    with pytest.raises(InputError, match="lora_modules must be one of attention, all"):
+        add_lora(torch.nn.Linear(2, 2), 4, "everything")
+
+
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory, zoo_model):
     from mmagent.train.encoder import EncoderRecipe, train_encoder

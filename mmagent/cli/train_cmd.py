@@ -61,8 +61,8 @@ def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoints in --out.")
 def adapter(encoder_dir: Path, out: Path, projector: str, num_queries: int, lora_rank: int, lora_modules: str,
-            caption_steps: int,
-            qa_steps: int, focus_steps: int, train_scenes: int, batch_size: int, seed: int, resume: bool) -> None:
+            caption_steps: int, qa_steps: int, focus_steps: int, train_scenes: int, batch_size: int, seed: int,
+            resume: bool) -> None:
     """LLaVA recipe: frozen encoder + frozen SmolLM2; train the projector on captions, then QA."""
     if not (encoder_dir / "vision" / "config.json").is_file():
         raise InputError(f"{encoder_dir} holds no trained encoder (expected {encoder_dir}/vision/config.json)")
@@ -70,7 +70,8 @@ def adapter(encoder_dir: Path, out: Path, projector: str, num_queries: int, lora
     from ..train.adapter import AdapterRecipe, train_adapter
 
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
-                           lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps, focus_steps=focus_steps,
+                           lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps,
+                           focus_steps=focus_steps,
                            train_scenes=train_scenes, batch_size=batch_size)
     print_json(train_adapter(encoder_dir, out, recipe, resume=resume))
 

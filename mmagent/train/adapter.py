@@ -143,13 +143,12 @@ def examples(scenes, kind: str) -> list[Example]:
     if kind == "caption":
         return [Example(i, None, prompt, text, kind) for i, s in enumerate(scenes)
                 for prompt, text in ((CAPTION_PROMPT, s.caption), (DESCRIBE_PROMPT, s.description))]
-    items, n = [], 0
     if kind == "balanced":  # the mixed set with every QA type repeated up to the most common one's size
         mixed = examples(scenes, "mixed")
-        by_type = {t: [e for e in mixed if e.type == t] for t in QA_TYPES}
-        most = max(len(v) for v in by_type.values())
-        return [e for e in mixed if e.type == "caption"] + [v[i % len(v)] for v in by_type.values() if v
-                                                            for i in range(most)]
+        by_type = [[e for e in mixed if e.type == t] for t in QA_TYPES]
+        most = max(map(len, by_type))
+        return [e for e in mixed if e.type == "caption"] + [v[i % len(v)] for v in by_type if v for i in range(most)]
+    items, n = [], 0
     if kind == "mixed":  # stage 2 keeps a quarter of the captions, so the model still captions after LoRA
         items = examples(scenes, "caption")[::4]
     for i, s in enumerate(scenes):
@@ -202,14 +201,22 @@ def answer_loss(model, pixels, ids, mask, labels, keep) -> torch.Tensor:
 
 
 @torch.no_grad()
-def calibrate_projector(model, pixels: torch.Tensor) -> dict:
+def patch_features(model, pixels: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """The frozen encoder's patch tokens (N, patches, hidden), as LLaVA's "default" strategy feeds them."""
+    tower = model.model.vision_tower
+    return torch.cat([tower(pixel_values=pixels[i:i + batch], output_hidden_states=True).hidden_states[-1][:, 1:]
+                      for i in range(0, len(pixels), batch)])
+
+
+@torch.no_grad()
+def calibrate_projector(model, patches: torch.Tensor) -> dict:
     """Start the fresh projector at the LLM's scale: standardise the vision features (folded into
     the first linear layer of LLaVA's projector) and scale the last layer so image tokens have the
     RMS of the LLM's word embeddings. Raw ViT features are ~60x larger than SmolLM2's embeddings;
-    uncalibrated, the frozen LLM barely reads them in a few hundred steps."""
+    uncalibrated, the frozen LLM barely reads them in a few hundred steps. `patches`: from
+    `patch_features`."""
     projector = model.model.multi_modal_projector
-    features = model.model.vision_tower(pixel_values=pixels, output_hidden_states=True).hidden_states[-1][:, 1:]
-    features = features.reshape(-1, features.shape[-1])
+    features = patches.flatten(0, 1)
     if hasattr(projector, "linear_1"):  # LLaVA's MLP / linear projector (the query adapters normalise already)
         mean, std = features.mean(0), features.std(0).clamp(min=1e-6)
         projector.linear_1.bias -= projector.linear_1.weight @ (mean / std)
@@ -218,7 +225,7 @@ def calibrate_projector(model, pixels: torch.Tensor) -> dict:
         out = projector(features)
     else:
         last = projector.out
-        out = projector(features.view(pixels.shape[0], -1, features.shape[-1]))
+        out = projector(patches)
     target = model.get_input_embeddings().weight.pow(2).mean().sqrt()
     factor = target / out.pow(2).mean().sqrt()
     last.weight *= factor
@@ -234,11 +241,9 @@ def ground_projector(model, tokenizer, data, *, probe_steps: int = 300) -> dict:
     (calibrated) random start at a tenth of the scale. Training then refines all of it; the
     frozen LLM reads the image from step 0 instead of discovering a new embedding space."""
     projector = model.model.multi_modal_projector
-    calibration = calibrate_projector(model, data.pixels[:256])
-    with torch.no_grad():
-        features = torch.cat([model.model.vision_tower(pixel_values=data.pixels[i:i + 256], output_hidden_states=True)
-                              .hidden_states[-1][:, 1:] for i in range(0, len(data.pixels), 256)])
-    x, y = features.reshape(-1, features.shape[-1]), data.cells.reshape(-1, data.cells.shape[-1])
+    patches = patch_features(model, data.pixels)
+    calibration = calibrate_projector(model, patches[:256])
+    x, y = patches.flatten(0, 1), data.cells.flatten(0, 1)
     split = int(0.8 * len(x))
     probe = torch.nn.Linear(x.shape[1], y.shape[1])
     optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
@@ -298,7 +303,7 @@ def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume
     if grounded:  # the probe needs the MLP's hidden layer; the others only calibrate
         calibration = ground_projector(model, processor.tokenizer, start)
     else:
-        calibration = calibrate_projector(model, start.pixels)
+        calibration = calibrate_projector(model, patch_features(model, start.pixels))
     projector_lr = recipe.lr if recipe.lr is not None else (3e-5 if grounded else 1e-3)
     train = make_scenes(f"adapter-train-{recipe.seed}", recipe.train_scenes)
     held_out = make_scenes(f"heldout-{recipe.seed}", recipe.eval_scenes)
@@ -336,7 +341,8 @@ def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume
         model = lora.merge_and_unload()
     t0 = time.perf_counter()
     metrics = evaluate_qa(model, processor, held_out.scenes, held_out.pixels)
-    metrics.update(timings, calibration=calibration, eval_seconds=round(time.perf_counter() - t0, 1), recipe=asdict(recipe))
+    metrics.update(timings, calibration=calibration, eval_seconds=round(time.perf_counter() - t0, 1),
+                   recipe=asdict(recipe))
     model.save_pretrained(out / "model")
     processor.save_pretrained(out / "model")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
