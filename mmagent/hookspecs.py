@@ -19,3 +19,13 @@ def register_commands(cli):
 @hookspec
 def register_models(register):
     """Call `register(ModelSpec(...))` for each offline model the plugin can build into the zoo."""
+
+
+@hookspec
+def register_tools(register):
+    """Call `register(Tool(...))` for each tool (a capability agents can call) the plugin provides."""
+
+
+@hookspec
+def register_graphs(register):
+    """Call `register(GraphSpec(...))` for each agent graph (pipeline) the plugin provides."""

@@ -46,6 +46,8 @@ class Plugins:
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        #: Called after a plugin is added at run time (the runtime forgets what was registered).
+        self.on_change: Callable[[], None] | None = None
 
     def load(self, builtins: list[str], entry_points: bool = True) -> None:
         for module_name in builtins:
@@ -59,6 +61,8 @@ class Plugins:
         """Register an object or module as a plugin (tests, notebooks)."""
         info = PluginInfo(name=name, source=source, module=getattr(plugin, "__name__", None))
         self._add(info, lambda: plugin)
+        if self.on_change is not None:
+            self.on_change()
         return info
 
     def call(self, hook: str, kwargs_for: Callable[[PluginInfo], dict[str, Any]]) -> None:
@@ -122,27 +126,16 @@ def _canonical(dist_name: str | None) -> str | None:
     return None if dist_name is None else re.sub(r"[-_.]+", "-", dist_name).lower()
 
 
-_plugins: Plugins | None = None
-
-
 def get_plugins() -> Plugins:
-    """The process-wide plugin set, loaded on first use."""
-    global _plugins
-    if _plugins is None:
-        from .plugins import BUILTIN_PLUGINS
+    """The process-wide plugin set (the runtime's), loaded on first use."""
+    from .runtime import get_runtime
 
-        plugins = Plugins()
-        plugins.load(list(BUILTIN_PLUGINS))
-        _plugins = plugins
-    return _plugins
+    return get_runtime().plugins
 
 
 def reset_plugins() -> None:
-    """Forget loaded plugins and registries (tests; after installing a plugin at run time)."""
-    global _plugins
-    _plugins = None
-    from . import zoo
-    from .backends import registry
+    """Forget loaded plugins and everything they registered (tests; after installing a plugin at
+    run time). Loaded models are kept."""
+    from .runtime import reset_runtime
 
-    registry.reset_registry()
-    zoo.reset_zoo()
+    reset_runtime()

@@ -56,6 +56,23 @@ class Zoo:
         self.root = Path(root)
         self.specs: dict[str, ModelSpec] = {}
 
+    @classmethod
+    def from_plugins(cls, root: str | Path, plugins) -> "Zoo":
+        """A zoo at `root` holding every model the plugins register (failures recorded per plugin)."""
+        zoo = cls(Path(root))
+
+        def per_plugin(info):
+            def register(spec: ModelSpec) -> None:
+                try:
+                    zoo.add(spec)
+                    info.provides.append(f"model {spec.name}")
+                except MMAgentError as exc:
+                    info.fail(str(exc))
+            return {"register": register}
+
+        plugins.call("register_models", per_plugin)
+        return zoo
+
     def add(self, spec: ModelSpec) -> None:
         if spec.name in self.specs:
             raise MMAgentError(f"model '{spec.name}' is already registered")
@@ -145,34 +162,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-_zoos: dict[str, Zoo] = {}
-
-
 def get_zoo() -> Zoo:
-    """The zoo under the configured home, filled from the plugins' `register_models` hook."""
-    from .config import load_settings
-    from .plugin_manager import get_plugins
+    """The zoo under the configured home (the runtime's), filled from the `register_models` hook."""
+    from .runtime import get_runtime
 
-    root = str(load_settings().home_path / "models")
-    if root not in _zoos:
-        zoo = Zoo(Path(root))
-
-        def per_plugin(info):
-            def register(spec: ModelSpec) -> None:
-                try:
-                    zoo.add(spec)
-                    info.provides.append(f"model {spec.name}")
-                except MMAgentError as exc:
-                    info.fail(str(exc))
-            return {"register": register}
-
-        get_plugins().call("register_models", per_plugin)
-        _zoos[root] = zoo
-    return _zoos[root]
-
-
-def reset_zoo() -> None:
-    _zoos.clear()
+    return get_runtime().zoo()
 
 
 def ensure_model(name: str) -> Path:

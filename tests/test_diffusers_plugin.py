@@ -22,13 +22,13 @@ PROMPT = "a red cube on a table"
 @pytest.fixture(autouse=True)
 def diffusers_plugin():
     """The plugin registered like a built-in (until it is listed in BUILTIN_PLUGINS)."""
-    from mmagent.backends.registry import reset_registry
+    from mmagent.runtime import get_runtime
     from mmagent.plugin_manager import get_plugins
 
     plugins = get_plugins()
     if "diffusers_t2i" not in plugins.infos:
         plugins.add(diffusers_t2i, "diffusers_t2i", source="builtin")
-    reset_registry()
+    get_runtime().refresh()
 
 
 def clip_tokenizer():

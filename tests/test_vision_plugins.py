@@ -24,13 +24,13 @@ PROMPT = "a photo of"
 @pytest.fixture(autouse=True)
 def vision_plugin():
     """The plugin registered like a built-in (until it is listed in BUILTIN_PLUGINS)."""
-    from mmagent.backends.registry import reset_registry
+    from mmagent.runtime import get_runtime
     from mmagent.plugin_manager import get_plugins
 
     plugins = get_plugins()
     if "vision" not in plugins.infos:
         plugins.add(vision, "vision", source="builtin")
-    reset_registry()
+    get_runtime().refresh()
 
 
 def scene():

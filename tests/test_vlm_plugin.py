@@ -29,13 +29,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't
 @pytest.fixture(autouse=True)
 def vlm_plugin():
     """The plugin registered like a built-in (until it is listed in BUILTIN_PLUGINS)."""
-    from mmagent.backends.registry import reset_registry
+    from mmagent.runtime import get_runtime
     from mmagent.plugin_manager import get_plugins
 
     plugins = get_plugins()
     if "vlm" not in plugins.infos:
         plugins.add(vlm, "vlm", source="builtin")
-    reset_registry()
+    get_runtime().refresh()
 
 
 def scene(colour=(220, 30, 30)):

@@ -1,38 +1,30 @@
-"""One model per (loader, model, device, dtype) per process, shared by every backend instance."""
+"""One model per (loader, model, device, dtype) per process, shared by every backend instance.
+
+The cache itself is the runtime's (`mmagent.runtime.Runtime.models`); these functions use it.
+"""
 
 from __future__ import annotations
 
-import threading
-from typing import Any, Callable, Hashable, TypeVar
+from typing import Callable, Hashable, TypeVar
 
 T = TypeVar("T")
 
-_models: dict[Hashable, Any] = {}
-_locks: dict[Hashable, threading.Lock] = {}
-_guard = threading.Lock()
+
+def _cache():
+    from ..runtime import get_runtime
+
+    return get_runtime().models
 
 
 def cached_model(key: Hashable, load: Callable[[], T]) -> T:
     """Return the model stored under `key`, calling `load()` once (thread-safe) if absent."""
-    try:
-        return _models[key]
-    except KeyError:
-        pass
-    with _guard:
-        lock = _locks.setdefault(key, threading.Lock())
-    with lock:
-        if key not in _models:
-            _models[key] = load()
-        return _models[key]
+    return _cache().get(key, load)
 
 
 def loaded_models() -> list[Hashable]:
-    return list(_models)
+    return _cache().keys()
 
 
 def unload(key: Hashable | None = None) -> None:
     """Drop one cached model, or all of them."""
-    if key is None:
-        _models.clear()
-    else:
-        _models.pop(key, None)
+    _cache().unload(key)

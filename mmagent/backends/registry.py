@@ -43,6 +43,23 @@ class BackendRegistry:
             raise PluginError(f"backend {role}/{name} is already registered by plugin '{other}'")
         self.entries[(role, name)] = BackendEntry(role, name, cls, plugin)
 
+    @classmethod
+    def from_plugins(cls, plugins) -> "BackendRegistry":
+        """A registry filled by every plugin's `register_backends` hook (failures recorded per plugin)."""
+        registry = cls()
+
+        def per_plugin(info):
+            def register(backend_cls: type) -> None:
+                try:
+                    registry.register(backend_cls, plugin=info.name)
+                    info.provides.append(f"{backend_cls.role}/{backend_cls.name}")
+                except PluginError as exc:
+                    info.fail(str(exc))
+            return {"register": register}
+
+        plugins.call("register_backends", per_plugin)
+        return registry
+
     def list(self, role: str | None = None) -> list[BackendEntry]:
         return [e for e in self.entries.values() if role is None or e.role == role]
 
@@ -76,35 +93,11 @@ class BackendRegistry:
         return entry.cls(**kwargs)
 
 
-_registry: BackendRegistry | None = None
-
-
 def get_registry() -> BackendRegistry:
-    """The process-wide registry, filled from the plugins on first use."""
-    global _registry
-    if _registry is None:
-        from ..plugin_manager import get_plugins
+    """The process-wide registry (the runtime's), filled from the plugins on first use."""
+    from ..runtime import get_runtime
 
-        registry = BackendRegistry()
-        plugins = get_plugins()
-
-        def per_plugin(info):
-            def register(cls: type) -> None:
-                try:
-                    registry.register(cls, plugin=info.name)
-                    info.provides.append(f"{cls.role}/{cls.name}")
-                except PluginError as exc:
-                    info.fail(str(exc))
-            return {"register": register}
-
-        plugins.call("register_backends", per_plugin)
-        _registry = registry
-    return _registry
-
-
-def reset_registry() -> None:
-    global _registry
-    _registry = None
+    return get_runtime().backends
 
 
 def get_backend(role: str, name: str | None = None, **overrides: Any) -> Backend:

@@ -77,12 +77,31 @@ def read_source(source: Source, settings: Settings) -> tuple[bytes, str | None, 
     if scheme == "data":
         data, mime = parse_data_url(source, settings.limits.max_bytes)
         return data, mime, "data URL"
+    if scheme == "mmagent-media":
+        return read_stored(source, settings), None, one_line(source, 120)
     if scheme in ("http", "https"):
         from .fetch import fetch_url
 
         data, _content_type = fetch_url(source, settings.fetch, settings.limits)
         return data, None, one_line(source, 120)  # servers mislabel often: the bytes decide
-    raise ForbiddenSourceError(f"'{scheme}:' sources are not allowed (use a path, a data URL or http(s))")
+    raise ForbiddenSourceError(f"'{scheme}:' sources are not allowed (use a path, a data URL, a media reference or http(s))")
+
+
+_MEDIA_URI = re.compile(r"^mmagent-media:sha256:([0-9a-f]{64})$")
+
+
+def read_stored(uri: str, settings: Settings) -> bytes:
+    """The bytes behind a media-store reference (`mmagent-media:sha256:<hex>`), from the store
+    under the configured home. A reference names bytes someone already handed to mmagent."""
+    match = _MEDIA_URI.match(uri.strip().lower())
+    if not match:
+        raise InvalidDataURLError(f"malformed media reference {one_line(uri, 120)} "
+                                  "(expected mmagent-media:sha256:<64 hex digits>)")
+    path = settings.home_path / "media" / match.group(1)[:2] / match.group(1)
+    try:
+        return path.read_bytes()
+    except OSError:
+        raise SourceNotFoundError(f"media {match.group(1)[:12]}… is not in the media store") from None
 
 
 def read_path(path: Path, settings: Settings) -> bytes:

@@ -53,14 +53,8 @@ class MediaStore:
         return f"MediaStore({str(self.root)!r})"
 
 
-_default: dict[str, MediaStore] = {}
-
-
 def default_store() -> MediaStore:
-    """The store under the configured home (`MMAGENT_HOME`/media)."""
-    from ..config import load_settings
+    """The store under the configured home (`MMAGENT_HOME`/media), shared through the runtime."""
+    from ..runtime import get_runtime
 
-    root = str(load_settings().home_path / "media")
-    if root not in _default:
-        _default[root] = MediaStore(root)
-    return _default[root]
+    return get_runtime().store()

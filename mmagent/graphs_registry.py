@@ -1,0 +1,94 @@
+"""Graphs by name: what `--pipeline NAME`, `ChatMMAgent(pipeline=NAME)` and the server run.
+
+Plugins (mmagent's own `mmagent.graphs` among them) add graphs with the `register_graphs` hook:
+`register(GraphSpec("tools", "LLM + tools", "mmagent.graphs.tool_chain:builder"))`. The builder is
+named as "module:function" (nothing imports until the graph is used) or given as a callable; it
+takes a `Toolbox` and options and returns an *uncompiled* LangGraph `StateGraph` whose state
+follows mmagent's graph state (`mmagent.graphs.kit.MMState`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import InputError, PluginError
+
+if TYPE_CHECKING:
+    from .toolbox import Toolbox
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    description: str
+    #: "module:function" or a callable: (toolbox, **options) -> uncompiled StateGraph.
+    builder: str | Callable[..., Any] = field(compare=False)
+    #: The roles it needs to answer at all (shown by `mmagent graphs`).
+    roles: tuple[str, ...] = ()
+
+    def load_builder(self) -> Callable[..., Any]:
+        if callable(self.builder):
+            return self.builder
+        module, _, attr = self.builder.partition(":")
+        try:
+            return getattr(import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise PluginError(f"graph '{self.name}': cannot load {self.builder} ({exc})") from exc
+
+    def build(self, toolbox: Toolbox, **options: Any):
+        """The uncompiled StateGraph."""
+        return self.load_builder()(toolbox, **options)
+
+    def compile(self, toolbox: Toolbox, *, checkpointer: Any = None, **options: Any):
+        """The compiled graph (with `checkpointer` for conversation threads)."""
+        return self.build(toolbox, **options).compile(checkpointer=checkpointer, name=self.name)
+
+
+class GraphRegistry:
+    def __init__(self) -> None:
+        self.graphs: dict[str, GraphSpec] = {}
+        self.owners: dict[str, str] = {}
+
+    @classmethod
+    def from_plugins(cls, plugins) -> GraphRegistry:
+        registry = cls()
+
+        def per_plugin(info):
+            def register(spec: GraphSpec) -> None:
+                try:
+                    registry.register(spec, info.name)
+                    info.provides.append(f"graph {spec.name}")
+                except PluginError as exc:
+                    info.fail(str(exc))
+            return {"register": register}
+
+        plugins.call("register_graphs", per_plugin)
+        return registry
+
+    def register(self, spec: GraphSpec, owner: str = "runtime") -> None:
+        if not isinstance(spec, GraphSpec):
+            raise PluginError(f"{spec!r} is not an mmagent.graphs_registry.GraphSpec")
+        if not spec.name or not all(c.isalnum() or c in "-_." for c in spec.name):
+            raise PluginError(f"graph name '{spec.name}' must be letters, digits, '-', '_' or '.'")
+        if spec.name in self.graphs:
+            raise PluginError(f"graph '{spec.name}' is already registered by '{self.owners[spec.name]}'")
+        self.graphs[spec.name] = spec
+        self.owners[spec.name] = owner
+
+    def get(self, name: str) -> GraphSpec:
+        try:
+            return self.graphs[name]
+        except KeyError:
+            raise InputError(f"unknown pipeline '{name}' (available: {', '.join(self.graphs) or 'none'})") from None
+
+    def list(self) -> list[GraphSpec]:
+        return list(self.graphs.values())
+
+
+def get_graphs() -> GraphRegistry:
+    """The process's graphs (the runtime's)."""
+    from .runtime import get_runtime
+
+    return get_runtime().graphs
