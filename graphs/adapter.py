@@ -2,51 +2,51 @@
 mmagent's own scene-world VLM); audio is still transcribed first, and the answer can be rendered
 as speech or an image like in the tool chain.
 
-    START → listen → see → [render] → END
+    START → begin → transcribe → see → [render] → END
 
-Same state and `--json` shape as the tool chain: steps, artifacts, plan, outputs.
+Same state (`mmagent.graphs.kit.MMState`) and `--json` shape as the tool chain.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mmagent.backends.results import Message
-from mmagent.content.parts import TextPart
 from mmagent.toolbox import Toolbox
 
-from .nodes import PipelineNodes, PipelineState, inputs_of, needs_render, output_for
+from .kit import MMState, Nodes, files_in_scope, needs_render
+from .tool_chain import resolve_output
 
-SYSTEM = "Answer the question about the image(s) briefly and exactly."
+SYSTEM = Nodes.VLM_SYSTEM
 
 
-def build_graph(toolbox: Toolbox, *, planner: str = "auto", checkpointer: Any = None):
-    """Compile the adapter graph (`planner` is accepted for a uniform signature; there is none)."""
+def builder(toolbox: Toolbox | None = None, **_: Any):
+    """The uncompiled adapter graph (options such as `planner` are accepted and ignored)."""
     from langgraph.graph import END, START, StateGraph
 
-    nodes = _AdapterNodes(toolbox)
-    graph = StateGraph(PipelineState)
-    graph.add_node("listen", nodes.listen)
+    nodes = _AdapterNodes(toolbox or Toolbox())
+    graph = StateGraph(MMState)
+    graph.add_node("begin", nodes.begin)
+    graph.add_node("transcribe", nodes.transcribe)
     graph.add_node("see", nodes.see)
     graph.add_node("render", nodes.render)
-    graph.add_edge(START, "listen")
-    graph.add_edge("listen", "see")
+    graph.add_edge(START, "begin")
+    graph.add_edge("begin", "transcribe")
+    graph.add_edge("transcribe", "see")
     graph.add_conditional_edges("see", needs_render, {"render": "render", END: END})
     graph.add_edge("render", END)
-    return graph.compile(checkpointer=checkpointer)
+    return graph
 
 
-class _AdapterNodes(PipelineNodes):
-    def see(self, state: PipelineState) -> dict:
-        """The VLM answers over the images and the question (plus any transcripts as context)."""
-        question = state.get("question", "")
-        intent, steps = self.intent(question)
-        images = [part for _, _, part in inputs_of(state, "image")]
-        context = [a for a in state.get("artifacts", []) if a["kind"] == "transcript"]
-        text = question
-        if state.get("prompt") and context:  # a typed question about a recording
-            text = "\n".join(f"[{a['label']}] {a['text']}" for a in context) + f"\n\n{state['prompt']}"
-        messages = [Message("system", SYSTEM), Message("user", [*images, TextPart(text)])]
-        result, step = self._call("vlm", lambda vlm: vlm.chat(messages, max_tokens=64), required=True)
-        plan = {"planner": "adapter", "intent": intent.top, "images": len(images), "output": output_for(state, intent)}
-        return {"answer": result.text, "steps": [*steps, step], "plan": plan}
+def build_graph(toolbox: Toolbox | None = None, *, checkpointer: Any = None, **options: Any):
+    """The compiled adapter graph."""
+    return builder(toolbox, **options).compile(checkpointer=checkpointer, name="adapter")
+
+
+class _AdapterNodes(Nodes):
+    def see(self, state: MMState) -> dict:
+        """The VLM answers over the images in scope and the question."""
+        intent, steps = self.intent(state.get("question", ""))
+        out = self.vlm_answer(state)
+        plan = {"planner": "adapter", "intent": intent.top, "images": len(files_in_scope(state, "image")),
+                "output": resolve_output(state, intent)}
+        return {**out, "steps": [*steps, *out["steps"]], "plan": plan}

@@ -1,14 +1,25 @@
-"""Run one request through a pipeline: `mmagent.run("What is the total?", images=["receipt.png"])`."""
+"""Run requests through graphs: `mmagent.run("What is the total?", images=["receipt.png"])`.
+
+    run(...)        -> RunResult            one request through a registered pipeline
+    stream(...)     -> iterator of events   ("token", text) / ("step", dict) / ("result", RunResult)
+    run_graph(...)  -> RunResult            any LangGraph graph whose state has `messages`
+
+A `thread` keeps the conversation in a SQLite checkpointer under `MMAGENT_HOME` (see
+`mmagent.threads`): the next request on the same thread sees the earlier turns, their images and
+what the tools observed.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .config import Settings, load_settings
 from .content.parts import MediaPart, part_from_dict
@@ -16,11 +27,8 @@ from .content.sources import Source, load_media
 from .errors import InputError
 from .toolbox import Toolbox
 
-#: pipeline name -> "module:function" building a compiled graph from (toolbox, **options).
-PIPELINES: dict[str, str] = {
-    "tools": "mmagent.graphs.tool_chain:build_graph",
-    "adapter": "mmagent.graphs.adapter:build_graph",
-}
+#: The pipeline used when none is named.
+DEFAULT_PIPELINE = "tools"
 OUTPUTS = ("auto", "text", "image", "speech")
 
 
@@ -33,11 +41,16 @@ class RunResult:
     plan: dict
     outputs: list[MediaPart] = field(default_factory=list)
     seconds: float = 0.0
+    thread: str | None = None
+    #: Whether the answer's tokens were already delivered as ("token", ...) events.
+    streamed: bool = False
 
     def to_json(self, files: Sequence[str] | None = None) -> dict[str, Any]:
         """The `mmagent run --json` object. `files`: where `outputs` were written, if they were."""
         data = {"answer": self.answer, "pipeline": self.pipeline, "plan": self.plan, "steps": self.steps,
                 "artifacts": self.artifacts, "seconds": round(self.seconds, 4)}
+        if self.thread:
+            data["thread"] = self.thread
         data["outputs"] = [{**p.to_dict(), **({"path": files[i]} if files else {})}
                            for i, p in enumerate(self.outputs)]
         return data
@@ -51,20 +64,74 @@ class RunResult:
             ext = {"image/png": "png", "audio/wav": "wav", "image/jpeg": "jpg"}.get(part.mime_type, part.format)
             target = folder / f"{part.type}-{part.ref.sha256[:12]}.{ext}"
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(part.read_bytes())
-            os.replace(tmp, target)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(part.read_bytes())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
             paths.append(str(target))
         return paths
 
+    def to_ai_message(self):
+        """The answer as a LangChain AIMessage: text, then generated media as base64 blocks; the
+        trace in `response_metadata["mmagent"]`."""
+        from langchain_core.messages import AIMessage
+
+        from .content.convert import to_langchain
+
+        meta = {"model_name": self.pipeline, "finish_reason": "stop",
+                "mmagent": {k: v for k, v in self.to_json().items() if k != "answer"}}
+        if not self.outputs:
+            return AIMessage(content=self.answer, response_metadata=meta)
+        return AIMessage(content=[{"type": "text", "text": self.answer}, *[to_langchain(p) for p in self.outputs]],
+                         response_metadata=meta)
+
+
+# -- building graphs ---------------------------------------------------------------------------------
+
+
+def compile_pipeline(name: str, toolbox: Toolbox, *, planner: str = "auto", checkpointer: Any = None):
+    """The compiled graph of registered pipeline `name`."""
+    from .graphs_registry import get_graphs
+
+    return get_graphs().get(name).compile(toolbox, planner=planner, checkpointer=checkpointer)
+
 
 def build_pipeline(name: str, toolbox: Toolbox, **options: Any):
-    """The compiled graph of pipeline `name`."""
-    try:
-        module, function = PIPELINES[name].split(":")
-    except KeyError:
-        raise InputError(f"unknown pipeline '{name}' (available: {', '.join(PIPELINES)})") from None
-    return getattr(import_module(module), function)(toolbox, **options)
+    """Kept for callers of the first API: the compiled graph of pipeline `name`."""
+    return compile_pipeline(name, toolbox, **options)
+
+
+def request_message(prompt: str = "", *, images: Sequence[Source] = (), audio: Sequence[Source] = (),
+                    attachments: Sequence[Source] = (), settings: Settings | None = None):
+    """The request as one HumanMessage: the text, then each image/audio by media-store reference
+    (validated and stored first). `attachments` are sniffed: image or audio."""
+    from .langchain import part_to_block
+    from langchain_core.messages import HumanMessage
+
+    settings = settings or load_settings()
+    parts = [load_media(s, expect="image", settings=settings) for s in images]
+    parts += [load_media(s, expect="audio", settings=settings) for s in audio]
+    for source in attachments:
+        part = load_media(source, settings=settings)
+        if part.type not in ("image", "audio"):
+            raise InputError(f"attachment is {part.type}; mmagent run takes images and audio")
+        parts.append(part)
+    prompt = _clean_text(prompt)
+    if not prompt.strip() and not parts:
+        raise InputError("nothing to do: give a prompt, an image or audio")
+    blocks = ([{"type": "text", "text": prompt}] if prompt.strip() else []) + [part_to_block(p) for p in parts]
+    return HumanMessage(content=blocks)
+
+
+def _clean_text(text: str) -> str:
+    """Text with lone surrogates (undecodable bytes from argv/stdin) replaced, so tokenizers never see them."""
+    return text.encode("utf-8", "replace").decode("utf-8") if isinstance(text, str) else text
+
+
+# -- running -----------------------------------------------------------------------------------------
 
 
 def run(
@@ -72,26 +139,216 @@ def run(
     *,
     images: Sequence[Source] = (),
     audio: Sequence[Source] = (),
-    pipeline: str = "tools",
+    attachments: Sequence[Source] = (),
+    pipeline: str = DEFAULT_PIPELINE,
     output: str = "auto",
     planner: str = "auto",
     toolbox: Toolbox | None = None,
     settings: Settings | None = None,
+    system: str | None = None,
+    thread: str | None = None,
 ) -> RunResult:
-    """Validate the inputs, run them through `pipeline`, and return the answer with every step."""
+    """Validate the inputs, run them through `pipeline`, and return the answer with every step.
+    With `thread`, the conversation continues where that thread left off (and is saved)."""
+    result = None
+    for kind, value in stream(prompt, images=images, audio=audio, attachments=attachments, pipeline=pipeline,
+                              output=output, planner=planner, toolbox=toolbox, settings=settings, system=system,
+                              thread=thread, tokens=False):
+        if kind == "result":
+            result = value
+    assert result is not None
+    return result
+
+
+def stream(
+    prompt: str = "",
+    *,
+    images: Sequence[Source] = (),
+    audio: Sequence[Source] = (),
+    attachments: Sequence[Source] = (),
+    pipeline: str = DEFAULT_PIPELINE,
+    output: str = "auto",
+    planner: str = "auto",
+    toolbox: Toolbox | None = None,
+    settings: Settings | None = None,
+    system: str | None = None,
+    thread: str | None = None,
+    tokens: bool = True,
+) -> Iterator[tuple[str, Any]]:
+    """Like `run`, as events while it works: ("token", text) for each piece of the answer as the
+    model writes it, ("step", record) as each tool or model call ends, then ("result", RunResult)."""
     if output not in OUTPUTS:
         raise InputError(f"unknown output '{output}' (use {', '.join(OUTPUTS)})")
     settings = settings or load_settings()
-    parts = [load_media(s, expect="image", settings=settings) for s in images]
-    parts += [load_media(s, expect="audio", settings=settings) for s in audio]
-    if not prompt.strip() and not parts:
-        raise InputError("nothing to do: give a prompt, an image or audio")
+    message = request_message(prompt, images=images, audio=audio, attachments=attachments, settings=settings)
+    yield from stream_messages([message], pipeline=pipeline, planner=planner, toolbox=toolbox, settings=settings,
+                               output=output, system=system, thread=thread, tokens=tokens,
+                               log={"prompt": _clean_text(prompt)})
+
+
+def run_messages(messages: Sequence[Any], **options: Any) -> RunResult:
+    """Run a LangChain message list (the last HumanMessage is the request) through a pipeline."""
+    result = None
+    for kind, value in stream_messages(messages, tokens=False, **options):
+        if kind == "result":
+            result = value
+    assert result is not None
+    return result
+
+
+def stream_messages(
+    messages: Sequence[Any],
+    *,
+    pipeline: str = DEFAULT_PIPELINE,
+    planner: str = "auto",
+    toolbox: Toolbox | None = None,
+    settings: Settings | None = None,
+    output: str = "auto",
+    system: str | None = None,
+    thread: str | None = None,
+    tokens: bool = True,
+    log: dict | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """The events of one request given as LangChain messages (see `stream`)."""
+    settings = settings or load_settings()
     toolbox = toolbox or Toolbox(settings=settings)
-    graph = build_pipeline(pipeline, toolbox, planner=planner)
-    start = time.perf_counter()
-    state = graph.invoke({"prompt": prompt, "inputs": [p.to_dict() for p in parts], "output": output})
-    return RunResult(
-        answer=state.get("answer", ""), pipeline=pipeline, steps=state.get("steps", []),
-        artifacts=state.get("artifacts", []), plan=state.get("plan", {}),
-        outputs=[part_from_dict(p) for p in state.get("outputs", [])], seconds=time.perf_counter() - start,
+    state_in: dict[str, Any] = {"messages": list(messages), "output": output}
+    if system:
+        state_in["system"] = _clean_text(system)
+    with _checkpointer(thread, settings) as saver:
+        graph = compile_pipeline(pipeline, toolbox, planner=planner, checkpointer=saver)
+        config = {"configurable": {"thread_id": thread}} if thread else {}
+        start = time.perf_counter()
+        final, streamed = {}, False
+        for event in _events(graph, state_in, config, tokens):
+            if event[0] == "values":
+                final = event[1]
+            else:
+                streamed = streamed or event[0] == "token"
+                yield event
+        seconds = time.perf_counter() - start
+    result = RunResult(
+        answer=final.get("answer", ""), pipeline=pipeline, steps=final.get("steps", []),
+        artifacts=final.get("artifacts", []), plan=final.get("plan", {}),
+        outputs=[part_from_dict(p) for p in final.get("outputs", [])], seconds=seconds, thread=thread,
+        streamed=streamed,
     )
+    if log is not None:
+        from .threads import record_run
+
+        record_run(result, prompt=log.get("prompt", ""), media=_media_of(messages[-1]), settings=settings)
+    yield "result", result
+
+
+def _events(graph: Any, state_in: dict, config: dict, tokens: bool) -> Iterator[tuple[str, Any]]:
+    """("token", text), ("step", record) and ("values", state) from one graph run."""
+    from langchain_core.messages import AIMessageChunk
+
+    modes = ["values", "custom", *(["messages"] if tokens else [])]
+    # durability="exit": one checkpoint per turn, not one per step (threads stay small)
+    for mode, chunk in graph.stream(state_in, config or None, stream_mode=modes, durability="exit"):
+        if mode == "values":
+            yield "values", chunk
+        elif mode == "custom" and isinstance(chunk, dict) and "step" in chunk:
+            yield "step", chunk["step"]
+        elif mode == "messages":
+            message, _meta = chunk
+            if isinstance(message, AIMessageChunk) and isinstance(message.content, str) and message.content:
+                yield "token", message.content
+
+
+@contextmanager
+def _checkpointer(thread: str | None, settings: Settings):
+    if not thread:
+        with nullcontext(None) as nothing:
+            yield nothing
+        return
+    from .threads import open_checkpointer
+
+    with open_checkpointer(settings) as saver:
+        yield saver
+
+
+def _media_of(message: Any) -> list[dict]:
+    content = getattr(message, "content", "")
+    if isinstance(content, str):
+        return []
+    return [{"type": b["type"], "url": b["url"], "mime_type": b.get("mime_type")} for b in content
+            if isinstance(b, dict) and b.get("type") in ("image", "audio", "video") and "url" in b]
+
+
+# -- any LangGraph graph -----------------------------------------------------------------------------
+
+
+def load_graph(target: str):
+    """`FILE.py:ATTR` or `module:attr` -> a compiled graph. ATTR may be a compiled graph, an
+    uncompiled StateGraph, or a zero-argument factory returning either."""
+    import importlib.util
+
+    where, sep, attr = target.rpartition(":")
+    if not sep or not where or not attr:
+        raise InputError(f"--graph wants FILE.py:ATTR or module:attr, not {target!r}")
+    if where.endswith(".py") or os.sep in where:
+        path = Path(where).expanduser()
+        if not path.is_file():
+            raise InputError(f"--graph: no such file {where}")
+        spec = importlib.util.spec_from_file_location(f"mmagent_user_graph_{abs(hash(str(path.resolve())))}", path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except Exception as exc:
+            raise InputError(f"--graph: {where} failed to import: {type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            module = import_module(where)
+        except ImportError as exc:
+            raise InputError(f"--graph: cannot import {where}: {exc}") from exc
+    if not hasattr(module, attr):
+        raise InputError(f"--graph: {where} has no attribute {attr!r}")
+    obj = getattr(module, attr)
+    if callable(obj) and not hasattr(obj, "invoke") and not hasattr(obj, "compile"):
+        obj = obj()
+    if hasattr(obj, "compile") and not hasattr(obj, "invoke"):
+        obj = obj.compile()
+    if not hasattr(obj, "invoke") or not hasattr(obj, "get_graph"):
+        raise InputError(f"--graph: {target} is not a LangGraph graph (nor a factory of one)")
+    channels = getattr(obj, "channels", {}) or {}
+    if "messages" not in channels:
+        raise InputError(f"--graph: {target}'s state has no 'messages' key (use MessagesState or mmagent's MMState)")
+    return obj
+
+
+def run_graph(target: str | Any, prompt: str = "", *, images: Sequence[Source] = (), audio: Sequence[Source] = (),
+              attachments: Sequence[Source] = (), settings: Settings | None = None, thread: str | None = None,
+              tokens: bool = False) -> Iterator[tuple[str, Any]]:
+    """Run any LangGraph graph whose state has `messages`: the request goes in as one HumanMessage
+    (text, then each image/audio as a standard block holding a media reference); the answer is the
+    text of the last AI message. Yields ("token", text) when `tokens`, then ("result", RunResult)."""
+    from langchain_core.messages import AIMessage, AIMessageChunk
+
+    settings = settings or load_settings()
+    graph = load_graph(target) if isinstance(target, str) else target
+    message = request_message(prompt, images=images, audio=audio, attachments=attachments, settings=settings)
+    name = target if isinstance(target, str) else getattr(graph, "name", "graph")
+    with _checkpointer(thread, settings) as saver:
+        if saver is not None:
+            graph = graph.copy(update={"checkpointer": saver}) if hasattr(graph, "copy") else graph
+        config = {"configurable": {"thread_id": thread}} if thread else None
+        start = time.perf_counter()
+        final: dict = {}
+        streamed = False
+        modes = ["values", *(["messages"] if tokens else [])]
+        for mode, chunk in graph.stream({"messages": [message]}, config, stream_mode=modes):
+            if mode == "values":
+                final = chunk
+            elif isinstance(chunk[0], AIMessageChunk) and isinstance(chunk[0].content, str) and chunk[0].content:
+                streamed = True
+                yield "token", chunk[0].content
+        seconds = time.perf_counter() - start
+    replies = [m for m in final.get("messages", []) if isinstance(m, AIMessage)]
+    answer = replies[-1].text if replies else ""
+    result = RunResult(answer=answer, pipeline=str(name), steps=final.get("steps", []),
+                       artifacts=final.get("artifacts", []), plan=final.get("plan", {}),
+                       outputs=[part_from_dict(p) for p in final.get("outputs", [])], seconds=seconds,
+                       thread=thread, streamed=streamed)
+    yield "result", result

@@ -60,6 +60,12 @@ class Tool:
     file_kind: str | None = None
     #: What it produces besides text: "image", "audio" or None.
     produces: str | None = None
+    #: The request intents it serves ("read", "describe", "detect", ...; see mmagent.graphs.intent).
+    intents: tuple[str, ...] = ()
+    #: Whether a rule planner runs it on every input of `file_kind` when no intent narrows the choice.
+    auto: bool = False
+    #: How its artifact is labelled for the model: "{file}" becomes "image 1", "audio 2" ...
+    label: str = "{tool} of {file}"
 
     def spec(self):
         """The `ToolSpec` a chat backend is given."""
@@ -120,6 +126,9 @@ def check_arguments(tool: Tool, args: dict[str, Any]) -> dict[str, Any]:
         expected = properties.get(key, {}).get("type")
         if expected == "array" and isinstance(value, str):
             value = [value]
+        if key == "file" and (hasattr(value, "ref") or isinstance(value, dict)):
+            out[key] = value  # an already loaded part (graphs pass their parts)
+            continue
         if value is not None and expected in kinds and not isinstance(value, kinds[expected]):
             raise ToolError(f"{tool.name}: argument '{key}' must be a {expected}")
         out[key] = value
@@ -206,25 +215,29 @@ def _speak(tts, args):
 BUILTIN_TOOLS: tuple[Tool, ...] = (
     Tool("transcribe", "Transcribe the speech in an audio file.",
          _file_schema("audio", language=({"type": "string", "description": "ISO language code, if known"}, False)),
-         "asr", _transcribe, artifact="transcript", file_kind="audio"),
+         "asr", _transcribe, artifact="transcript", file_kind="audio", intents=("transcribe",), auto=True,
+         label="transcript of {file}"),
     Tool("read_text", "Read the printed text in an image (OCR).", _file_schema("image"), "ocr", _read_text,
-         artifact="ocr", file_kind="image"),
+         artifact="ocr", file_kind="image", intents=("read",), auto=True, label="text read from {file}"),
     Tool("caption_image", "Describe what an image shows.",
          _file_schema("image", prompt=({"type": "string", "description": "what to focus on"}, False)),
-         "caption", _caption, artifact="caption", file_kind="image"),
+         "caption", _caption, artifact="caption", file_kind="image", intents=("describe",), auto=True,
+         label="caption of {file}"),
     Tool("detect_objects", "Find objects in an image, with boxes.",
          _file_schema("image", labels=({"type": "array", "items": {"type": "string"},
                                         "description": "object names to look for"}, False)),
-         "detect", _detect, artifact="detections", file_kind="image"),
+         "detect", _detect, artifact="detections", file_kind="image", intents=("detect",),
+         label="objects in {file}"),
     Tool("ask_image", "Ask a vision-language model a question about an image.",
          _file_schema("image", question=({"type": "string"}, True)), "vlm", _ask_image,
-         artifact="vlm_answer", file_kind="image"),
+         artifact="vlm_answer", file_kind="image", label="answer about {file}"),
     Tool("generate_image", "Generate an image from a text description.",
          {"type": "object", "properties": {"prompt": {"type": "string", "description": "what to draw"}},
-          "required": ["prompt"]}, "image_gen", _generate_image, artifact="image", produces="image"),
+          "required": ["prompt"]}, "image_gen", _generate_image, artifact="image", produces="image", intents=("image",),
+         label="generated image"),
     Tool("speak", "Say a text aloud: returns an audio file of the speech.",
          {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
-         "tts", _speak, artifact="speech", produces="audio"),
+         "tts", _speak, artifact="speech", produces="audio", intents=("speech",), label="speech"),
 )
 
 
