@@ -37,7 +37,7 @@ from mmagent.content.parts import Part, TextPart, part_from_dict
 from mmagent.errors import BackendError, InputError
 from mmagent.langchain import ChatMMAgent, block_to_part, is_inline_media, part_to_block
 from mmagent.toolbox import Toolbox
-from mmagent.tools import Tool, get_tools, timed
+from mmagent.tools import Tool, ToolError, get_tools, timed
 
 from .intent import Intent, score_intents
 
@@ -199,7 +199,7 @@ class Nodes:
     def observe(self, state: MMState, tool_name: str, files: Sequence[Part], **arguments: Any) -> dict:
         """Run tool `tool_name` on each file (reusing a result from an earlier turn)."""
         tool = get_tools().get(tool_name)
-        everything = files_in_scope(state) or files
+        everything = all_files(state) or list(files)
         seen = dict(state.get("observations") or {})
         artifacts, steps, new = [], [], {}
         for part in files:
@@ -209,7 +209,8 @@ class Nodes:
                 artifacts.append({**seen[key], "label": label, "cached": True})
                 continue
             output, step = self._timed(tool, {"file": part, **arguments})
-            step["input"] = label_of(everything, part)
+            step["input"] = next((i for i, p in enumerate(everything) if p.ref.sha256 == part.ref.sha256), 0)
+            step["file"] = label_of(everything, part)
             steps.append(step)
             if output is not None:
                 artifact = {**output.artifact, "label": label}
@@ -315,7 +316,9 @@ class Nodes:
 
     # -- tool calling (the LLM plans) ------------------------------------------------------------
 
-    def agent(self, state: MMState, max_turns: int = 6) -> dict:
+    MAX_TOOL_ROUNDS = 6
+
+    def agent(self, state: MMState, max_turns: int | None = None) -> dict:
         """The chat LLM reads the conversation and either calls tools or answers."""
         import time
 
@@ -326,7 +329,7 @@ class Nodes:
         index, _ = last_human(state)
         this_turn = state["messages"][index + 1:]
         calls_so_far = sum(1 for m in this_turn if isinstance(m, AIMessage) and m.tool_calls)
-        offer = tools if calls_so_far < max_turns else []
+        offer = tools if calls_so_far < (max_turns or self.MAX_TOOL_ROUNDS) else []
         system = (state.get("system") or self.ANSWER_SYSTEM) + (
             " Call tools to inspect the user's files; pass a file as its reference." if offer else "")
         messages = [SystemMessage(system), *conversation_for_text_model(state)]
@@ -477,6 +480,10 @@ def resolve_alias(value: Any, files: Sequence[Part]) -> Any:
             return part
     if text.isdigit() and int(text) < len(files):
         return files[int(text)]
+    words = text.split()
+    if len(words) == 2 and words[0] in ("image", "audio", "video") and words[1].isdigit():
+        names = ", ".join(label_of(files, p) for p in files) or "none"
+        raise ToolError(f"there is no {text} in this conversation (files: {names})")
     return value
 
 
@@ -484,7 +491,13 @@ def needs_render(state: MMState) -> str:
     """Route: "render" when the plan asks for an image or speech, else END."""
     from langgraph.graph import END
 
-    return "render" if state.get("plan", {}).get("output") in ("image", "speech") else END
+    output = state.get("plan", {}).get("output")
+    if output not in ("image", "speech"):
+        return END
+    kind = "image" if output == "image" else "audio"
+    if any(p.get("type") == kind for p in state.get("outputs") or []):
+        return END  # a tool already made it (the LLM planner called generate_image / speak)
+    return "render"
 
 
 def text_content(parts: Sequence[Part]) -> str:

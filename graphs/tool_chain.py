@@ -21,6 +21,8 @@ from mmagent.tools import get_tools
 from .kit import MMState, Nodes, files_in_scope, needs_render
 
 PLANNERS = ("auto", "rules", "llm")
+#: Rounds of tool calls the LLM planner may make in one turn before it must answer.
+MAX_AGENT_TURNS = Nodes.MAX_TOOL_ROUNDS
 
 
 def builder(toolbox: Toolbox | None = None, *, planner: str = "auto", **_: Any):
@@ -110,7 +112,7 @@ class _ToolChainNodes(Nodes):
         if "answer" in out:
             intent, _ = self.intent(state.get("question", ""))
             out["plan"] = {**state.get("plan", {}), "planner": "llm", "intent": intent.top,
-                           "output": resolve_output(state, intent, made=state.get("outputs"))}
+                           "output": resolve_output(state, intent)}
         elif not state.get("plan", {}).get("planner"):
             out["plan"] = {**state.get("plan", {}), "planner": "llm"}
         return out
@@ -121,14 +123,12 @@ class _ToolChainNodes(Nodes):
         return {"answer": text, "messages": [AIMessage(text)]}
 
 
-def resolve_output(state: MMState, intent, made=None) -> str:
-    """The answer's modality: as requested, else what the question asks for (nothing more to render
-    when a tool already made it)."""
+def resolve_output(state: MMState, intent) -> str:
+    """The answer's modality: as requested, else what the question asks for; a tool that already
+    made it (the LLM planner called `speak`) counts as the answer in that modality."""
     output = state.get("plan", {}).get("output") or state.get("output") or "auto"
     if output == "auto":
-        output = "image" if intent.top == "image" else "speech" if intent.wants("speech") else "text"
-    if made and output in ("image", "speech"):
-        kind = "image" if output == "image" else "audio"
-        if any(p.get("type") == kind for p in made):
-            return "text"
+        made = {p.get("type") for p in state.get("outputs") or []}
+        output = "image" if intent.top == "image" or "image" in made else \
+            "speech" if intent.wants("speech") or "audio" in made else "text"
     return output

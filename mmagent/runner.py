@@ -246,7 +246,8 @@ def _events(graph: Any, state_in: dict, config: dict, tokens: bool) -> Iterator[
 
     modes = ["values", "custom", *(["messages"] if tokens else [])]
     # durability="exit": one checkpoint per turn, not one per step (threads stay small)
-    for mode, chunk in graph.stream(state_in, config or None, stream_mode=modes, durability="exit"):
+    extra = {"durability": "exit"} if getattr(graph, "checkpointer", None) else {}
+    for mode, chunk in graph.stream(state_in, config or None, stream_mode=modes, **extra):
         if mode == "values":
             yield "values", chunk
         elif mode == "custom" and isinstance(chunk, dict) and "step" in chunk:

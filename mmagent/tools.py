@@ -321,5 +321,6 @@ def timed(tool: Tool, arguments: Mapping[str, Any], toolbox: Toolbox) -> tuple[T
         step.update(seconds=round(time.perf_counter() - start, 4), error=str(exc))
         return None, step
     step["seconds"] = round(time.perf_counter() - start, 4)
-    step["output"] = output.text
+    step["output"] = ({"type": output.parts[0].type, "sha256": output.parts[0].ref.sha256} if output.parts
+                      else output.text)
     return output, step

@@ -44,7 +44,7 @@ def test_image_question_runs_ocr_then_llm_over_the_observation(receipt):
     assert ocr["kind"] == "ocr" and ocr["label"] == "text read from image 1" and len(ocr["lines"]) == 2
     prompt = llm.calls[0]["messages"][-1].text
     assert "TOTAL 9.75" in prompt and "Question: What is the total on the receipt?" in prompt
-    assert result.plan["intent"] == "read" and result.plan["image_tools"] == ["ocr"]
+    assert result.plan["intent"] == "read" and result.plan["tools"] == ["read_text"]
 
 
 def test_spoken_question_becomes_the_question(receipt, speech):
@@ -52,8 +52,11 @@ def test_spoken_question_becomes_the_question(receipt, speech):
     box = scripted_toolbox(asr=ScriptedASR("What is the total on the receipt?"), ocr=ScriptedOCR(), llm=llm)
     result = run(images=[receipt], audio=[speech], toolbox=box, planner="rules")
     assert [s["tool"] for s in result.steps] == ["asr", "ocr", "llm"]
-    assert result.artifacts[0] == {"kind": "transcript", "input": 1, "label": "transcript of audio 1",
-                                   "text": "What is the total on the receipt?", "language": "en"}
+    transcript = result.artifacts[0]
+    assert {k: transcript[k] for k in ("kind", "tool", "label", "text", "language")} == {
+        "kind": "transcript", "tool": "transcribe", "label": "transcript of audio 1",
+        "text": "What is the total on the receipt?", "language": "en"}
+    assert transcript["file"].startswith("mmagent-media:sha256:") and result.steps[0]["input"] == 1
     assert llm.calls[0]["messages"][-1].text.endswith("Question: What is the total on the receipt?")
 
 
@@ -132,13 +135,14 @@ def test_empty_request_and_bad_options_are_input_errors(receipt):
 
 
 def test_llm_planner_calls_tools_and_answers(receipt, speech):
-    llm = ScriptedLLM(replies=[tool_call("read_text", input=0), tool_call("speak", text="x"),
+    llm = ScriptedLLM(replies=[tool_call("read_text", file="image 1"), tool_call("speak", text="x"),
                                ChatResult("The total is 9.75.")], supports_tools=True)
     box = scripted_toolbox(ocr=ScriptedOCR(["TOTAL 9.75"]), llm=llm, tts=ScriptedTTS())
     result = run("What is the total?", images=[receipt], toolbox=box)  # auto -> llm planner
     assert result.plan["planner"] == "llm" and result.plan["output"] == "speech"
     assert result.answer == "The total is 9.75."
-    assert [s["tool"] for s in result.steps] == ["llm", "ocr", "llm", "llm", "tts"]
+    assert [s["tool"] for s in result.steps] == ["llm", "ocr", "llm", "tts", "llm"]  # speak ran as a tool
+    assert [p.type for p in result.outputs] == ["audio"]
     offered = {t.name for t in llm.calls[0]["tools"]}
     assert offered == {"read_text", "speak"}  # only tools whose backends exist
     tool_msg = llm.calls[1]["messages"][-1]
@@ -146,18 +150,19 @@ def test_llm_planner_calls_tools_and_answers(receipt, speech):
 
 
 def test_llm_planner_reports_bad_tool_arguments_back_to_the_model(receipt):
-    llm = ScriptedLLM(replies=[tool_call("read_text", input=7), tool_call("nope"), ChatResult("sorry")],
-                      supports_tools=True)
+    llm = ScriptedLLM(replies=[tool_call("read_text", file="image 7"), tool_call("nope"), tool_call("read_text"),
+                               ChatResult("sorry")], supports_tools=True)
     result = run("total?", images=[receipt], toolbox=scripted_toolbox(ocr=ScriptedOCR(), llm=llm))
-    assert llm.calls[1]["messages"][-1].content == "error: input must be an index from 0 to 0"
-    assert llm.calls[2]["messages"][-1].content == "error: no tool named nope"
+    assert llm.calls[1]["messages"][-1].content == "error: there is no image 7 in this conversation (files: image 1)"
+    assert llm.calls[2]["messages"][-1].content.startswith("error: no tool named 'nope'")
+    assert llm.calls[3]["messages"][-1].content == "error: read_text: missing argument(s) file"
     assert result.answer == "sorry"
 
 
 def test_llm_planner_stops_offering_tools_after_the_turn_limit(receipt):
     from mmagent.graphs.tool_chain import MAX_AGENT_TURNS
 
-    llm = ScriptedLLM(replies=[tool_call("read_text", input=0)] * MAX_AGENT_TURNS + [ChatResult("done")],
+    llm = ScriptedLLM(replies=[tool_call("read_text", file="image 1")] * MAX_AGENT_TURNS + [ChatResult("done")],
                       supports_tools=True)
     result = run("total?", images=[receipt], toolbox=scripted_toolbox(ocr=ScriptedOCR(), llm=llm))
     assert result.answer == "done"
@@ -169,12 +174,30 @@ def test_state_holds_references_not_bytes(receipt):
 
     box = scripted_toolbox(ocr=ScriptedOCR(), llm=ScriptedLLM("x"))
     graph = build_pipeline("tools", box, planner="rules")
-    from mmagent.content import load_media
+    from mmagent.runner import request_message
 
-    part = load_media(receipt, expect="image")
-    state = graph.invoke({"prompt": "total?", "inputs": [part.to_dict()], "output": "auto"})
+    state = graph.invoke({"messages": [request_message("total?", images=[receipt])], "output": "auto"})
+    assert state["messages"][0].content[1]["url"].startswith("mmagent-media:sha256:")
     assert len(json.dumps(state, default=str)) < 4000
     assert "base64" not in json.dumps(state, default=str)
+
+
+def test_inline_media_in_a_message_is_stored_and_replaced_by_reference(receipt):
+    import base64
+
+    from langchain_core.messages import HumanMessage
+
+    from mmagent.runner import build_pipeline
+
+    box = scripted_toolbox(ocr=ScriptedOCR(), llm=ScriptedLLM("x"))
+    graph = build_pipeline("tools", box, planner="rules")
+    data = base64.b64encode(receipt.read_bytes()).decode()
+    message = HumanMessage([{"type": "text", "text": "total?"},
+                            {"type": "image", "base64": data, "mime_type": "image/png"}])
+    state = graph.invoke({"messages": [message]})
+    assert data not in json.dumps(state, default=str)
+    assert state["messages"][0].id == message.id and state["messages"][0].content[1]["url"].startswith("mmagent-media:")
+    assert state["artifacts"][0]["kind"] == "ocr"
 
 
 def test_cli_run_json_and_bad_input(tmp_path):
