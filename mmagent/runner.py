@@ -147,13 +147,15 @@ def run(
     settings: Settings | None = None,
     system: str | None = None,
     thread: str | None = None,
+    log: bool = False,
 ) -> RunResult:
     """Validate the inputs, run them through `pipeline`, and return the answer with every step.
-    With `thread`, the conversation continues where that thread left off (and is saved)."""
+    With `thread`, the conversation continues where that thread left off (and is saved); `log`
+    records the run for `mmagent logs`."""
     result = None
     for kind, value in stream(prompt, images=images, audio=audio, attachments=attachments, pipeline=pipeline,
                               output=output, planner=planner, toolbox=toolbox, settings=settings, system=system,
-                              thread=thread, tokens=False):
+                              thread=thread, tokens=False, log=log):
         if kind == "result":
             result = value
     assert result is not None
@@ -174,6 +176,7 @@ def stream(
     system: str | None = None,
     thread: str | None = None,
     tokens: bool = True,
+    log: bool = False,
 ) -> Iterator[tuple[str, Any]]:
     """Like `run`, as events while it works: ("token", text) for each piece of the answer as the
     model writes it, ("step", record) as each tool or model call ends, then ("result", RunResult)."""
@@ -183,7 +186,7 @@ def stream(
     message = request_message(prompt, images=images, audio=audio, attachments=attachments, settings=settings)
     yield from stream_messages([message], pipeline=pipeline, planner=planner, toolbox=toolbox, settings=settings,
                                output=output, system=system, thread=thread, tokens=tokens,
-                               log={"prompt": _clean_text(prompt)})
+                               log={"prompt": _clean_text(prompt)} if log else None)
 
 
 def run_messages(messages: Sequence[Any], **options: Any) -> RunResult:
@@ -321,7 +324,7 @@ def load_graph(target: str):
 
 def run_graph(target: str | Any, prompt: str = "", *, images: Sequence[Source] = (), audio: Sequence[Source] = (),
               attachments: Sequence[Source] = (), settings: Settings | None = None, thread: str | None = None,
-              tokens: bool = False) -> Iterator[tuple[str, Any]]:
+              tokens: bool = False, log: bool = False) -> Iterator[tuple[str, Any]]:
     """Run any LangGraph graph whose state has `messages`: the request goes in as one HumanMessage
     (text, then each image/audio as a standard block holding a media reference); the answer is the
     text of the last AI message. Yields ("token", text) when `tokens`, then ("result", RunResult)."""
@@ -352,4 +355,8 @@ def run_graph(target: str | Any, prompt: str = "", *, images: Sequence[Source] =
                        artifacts=final.get("artifacts", []), plan=final.get("plan", {}),
                        outputs=[part_from_dict(p) for p in final.get("outputs", [])], seconds=seconds,
                        thread=thread, streamed=streamed)
+    if log:
+        from .threads import record_run
+
+        record_run(result, prompt=_clean_text(prompt), media=_media_of(message), settings=settings)
     yield "result", result

@@ -46,14 +46,22 @@ def cli() -> None:
     """
 
 
+#: Sibling modules whose `COMMANDS` are the built-in commands, in `--help` order.
+BUILTIN_COMMAND_MODULES: tuple[str, ...] = (
+    "run_cmd", "logs_cmd", "catalog_cmd", "plugins_cmd", "models_cmd", "config_cmd", "inspect_cmd", "scenes_cmd",
+    "train_cmd",
+)
+
+
 def build_cli() -> click.Group:
     """The CLI with the built-in commands and every plugin's commands."""
-    from . import config_cmd, inspect_cmd, models_cmd, plugins_cmd, run_cmd, scenes_cmd, train_cmd
+    from importlib import import_module
+
     from ..plugin_manager import get_plugins
 
     cli.commands.clear()  # a rebuild (after reset_plugins) must not take old plugin commands for built-ins
-    for module in (run_cmd, plugins_cmd, models_cmd, config_cmd, inspect_cmd, scenes_cmd, train_cmd):
-        for command in module.COMMANDS:
+    for name in BUILTIN_COMMAND_MODULES:
+        for command in import_module(f"{__name__}.{name}").COMMANDS:
             cli.add_command(command)
     builtin = set(cli.commands)
 
