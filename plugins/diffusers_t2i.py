@@ -37,7 +37,7 @@ class DiffusersTextToImage(TextToImage):
 
         from mmagent.backends.devices import resolve_device, resolve_dtype
 
-        source = model_source(self.model_id, f"{self.role}/{self.name}")
+        source = model_source(self.model_id, f"{self.role}/{self.name}", self.options.get("revision"))
         device = resolve_device(self.device)
         hub = {k: self.options[k] for k in ("revision", "variant") if self.options.get(k)}
         pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=resolve_dtype(self.dtype, device), **hub)

@@ -59,6 +59,9 @@ class TransformersChat(ChatModel):
     supports_streaming = True
 
     def load_model(self):
+        from ._hf import model_source
+
+        source = model_source(self.model_id, f"{self.role}/{self.name}")  # before torch: an unknown id fails fast
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -66,10 +69,6 @@ class TransformersChat(ChatModel):
         from mmagent.backends.devices import resolve_device, resolve_dtype
 
         hf_logging.disable_progress_bar()
-        from mmagent.zoo import get_zoo
-
-        zoo = get_zoo()
-        source = str(zoo.ensure(self.model_id)) if self.model_id in zoo.specs else self.model_id
         device = resolve_device(self.device)
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(self.dtype, device))

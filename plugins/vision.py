@@ -51,7 +51,7 @@ def _prepare(backend: Backend, types: tuple[str, ...]) -> tuple[str, str, Any, s
     from mmagent.backends.devices import resolve_device, resolve_dtype
 
     what = f"{backend.role}/{backend.name}"
-    source = model_source(backend.model_id, what)
+    source = model_source(backend.model_id, what, hub_options(backend).get("revision"))
     device = resolve_device(backend.device)
     kind = AutoConfig.from_pretrained(source, **hub_options(backend)).model_type
     if kind not in types:

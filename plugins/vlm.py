@@ -97,8 +97,8 @@ class TransformersVLM(VisionLanguageModel):
         hf_logging.disable_progress_bar()
         register_architectures()  # mmagent's own query-adapter LLaVA ("mmagent_llava")
         what = f"{self.role}/{self.name}"
-        source = model_source(self.model_id, what)
         hub = hub_options(self)
+        source = model_source(self.model_id, what, hub.get("revision"))
         device = resolve_device(self.device)
         kind = AutoConfig.from_pretrained(source, **hub).model_type
         quiet_torchvision_fallback()
