@@ -28,7 +28,11 @@ _LAZY = {
     # plugins
     "get_plugins": "mmagent.plugin_manager",
     # running requests
-    "run": "mmagent.runner", "RunResult": "mmagent.runner",
+    "run": "mmagent.runner", "stream": "mmagent.runner", "RunResult": "mmagent.runner",
+    # tools and graphs
+    "Tool": "mmagent.tools", "get_tools": "mmagent.tools", "call_tool": "mmagent.tools",
+    "GraphSpec": "mmagent.graphs_registry", "get_graphs": "mmagent.graphs_registry",
+    "get_runtime": "mmagent.runtime",
 }
 
 __all__ = ["InputError", "MMAgentError", "__version__", "hookimpl", *_LAZY]
@@ -48,4 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .content import (AudioPart, ImagePart, MediaRef, MediaStore, TextPart, VideoPart, from_langchain,
                           from_openai, load_media, to_langchain, to_openai)
     from .plugin_manager import get_plugins
-    from .runner import RunResult, run
+    from .graphs_registry import GraphSpec, get_graphs
+    from .runner import RunResult, run, stream
+    from .runtime import get_runtime
+    from .tools import Tool, call_tool, get_tools

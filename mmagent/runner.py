@@ -311,7 +311,11 @@ def load_graph(target: str):
         raise InputError(f"--graph: {where} has no attribute {attr!r}")
     obj = getattr(module, attr)
     if callable(obj) and not hasattr(obj, "invoke") and not hasattr(obj, "compile"):
-        obj = obj()
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise InputError(f"--graph: {target} is not a LangGraph graph, and calling it as a factory failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
     if hasattr(obj, "compile") and not hasattr(obj, "invoke"):
         obj = obj.compile()
     if not hasattr(obj, "invoke") or not hasattr(obj, "get_graph"):

@@ -11,8 +11,8 @@ import wave
 from collections.abc import Sequence
 
 from .backends.results import ChatResult, Detection, Message, OcrLine, OcrResult, ToolCall, ToolSpec, Transcript
-from .backends.roles import (Captioner, ChatModel, ObjectDetector, SpeechToText, TextReader, TextToImage,
-                             TextToSpeech)
+from .backends.roles import (Captioner, ChatModel, Embedder, ObjectDetector, SpeechToText, TextReader, TextToImage,
+                             TextToSpeech, VisionLanguageModel)
 from .content.parts import AudioPart, ImagePart
 
 
@@ -74,12 +74,42 @@ class ScriptedLLM(ChatModel):
         self.calls.append({"messages": list(messages), "tools": list(tools or [])})
         return self.replies.pop(0) if self.replies else ChatResult(self.reply)
 
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0,
+               stop: Sequence[str] | None = None):
+        """The reply word by word (what a streaming model looks like to a graph)."""
+        text = self.chat(messages, max_tokens=max_tokens, temperature=temperature, stop=stop).text
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            yield word if i == len(words) - 1 else word + " "
 
-class ScriptedVLM(ScriptedLLM):
-    """A vision-language model answering `reply`; `calls` keeps the messages (with their image parts)."""
 
-    role = "vlm"
-    accepts = ("image", "text")
+class ScriptedVLM(ScriptedLLM, VisionLanguageModel):
+    """A vision-language model answering `reply`; `calls` keeps the messages (with their image parts).
+    Role "vlm" and what it accepts come from the `VisionLanguageModel` contract."""
+
+
+class ScriptedEmbedder(Embedder):
+    """Deterministic unit vectors from hashed words (bag of words, `dimension` buckets): texts that
+    share words are similar, as the `Embedder` contract's callers expect, at no cost."""
+
+    name = "scripted"
+
+    def __init__(self, dimension: int = 64, **kw):
+        super().__init__(**kw)
+        self.dimension = dimension
+
+    def embed(self, texts: Sequence[str]):
+        import zlib
+
+        import numpy as np
+
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                vectors[row, zlib.crc32(word.encode()) % self.dimension] += 1.0
+            if not vectors[row].any():
+                vectors[row, 0] = 1.0
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def tool_call(name: str, **arguments) -> ChatResult:
