@@ -155,7 +155,7 @@ class ChatMMAgent(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any):
         params = super()._get_ls_params(stop=stop, **kwargs)
         params["ls_provider"] = "mmagent"
-        params["ls_model_name"] = self._name()
+        params["ls_model_name"] = kwargs["model"] if isinstance(kwargs.get("model"), str) else self._name()
         return params
 
     def _name(self) -> str:

@@ -70,3 +70,16 @@ def tiny_llama(tmp_path_factory, zoo_model) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+#: The offline default models of the tool chain (what `offline_home` builds).
+OFFLINE_MODELS = ("whisper-base", "pp-ocrv4", "all-minilm-l6-v2", "smollm2-135m-instruct", "piper-en-us-joe-medium")
+
+
+@pytest.fixture
+def offline_home(zoo_model, models_home, monkeypatch):
+    """MMAGENT_HOME set to the session's models home, with the offline default models built."""
+    for name in OFFLINE_MODELS:
+        zoo_model(name)
+    monkeypatch.setenv("MMAGENT_HOME", str(models_home))
+    return models_home

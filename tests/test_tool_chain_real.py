@@ -14,15 +14,6 @@ from mmagent.runner import run
 
 pytestmark = pytest.mark.slow
 MEDIA = Path(__file__).resolve().parent.parent / "examples" / "media"
-MODELS = ("whisper-base", "pp-ocrv4", "all-minilm-l6-v2", "smollm2-135m-instruct", "piper-en-us-joe-medium")
-
-
-@pytest.fixture
-def offline_home(zoo_model, models_home, monkeypatch):
-    for name in MODELS:
-        zoo_model(name)
-    monkeypatch.setenv("MMAGENT_HOME", str(models_home))
-    return models_home
 
 
 def test_typed_question_about_a_receipt(offline_home):
