@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mmagent.errors import BackendError
+from mmagent.hf_hub import cached_snapshot, hub_unreachable_reason
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -35,12 +34,6 @@ def model_source(model_id: str | None, what: str, revision: str | None = None) -
     return hub_source(model_id, what, revision)
 
 
-#: How long the one reachability check of the hub may take, DNS lookup included.
-HUB_CHECK_SECONDS = 3.0
-_hub_checks: dict[str, str | None] = {}
-_hub_lock = threading.Lock()
-
-
 def hub_source(model_id: str, what: str, revision: str | None = None) -> str:
     """What `from_pretrained` gets for hub id `model_id`: the id itself when the hub can be
     reached (it downloads or updates), the cached snapshot folder when it cannot (no request is
@@ -55,64 +48,6 @@ def hub_source(model_id: str, what: str, revision: str | None = None) -> str:
     at = f" (revision {revision!r})" if revision else ""
     raise BackendError(f"{what}: {model_id!r}{at} is not in the local Hugging Face cache and the hub "
                        f"cannot be reached ({reason})")
-
-
-def cached_snapshot(model_id: str, revision: str | None = None) -> Path | None:
-    """The local snapshot folder of hub id `model_id` when its config.json (a model) or
-    model_index.json (a diffusers pipeline) is cached, else None. Reads the disk only."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    for filename in ("config.json", "model_index.json"):
-        try:
-            found = try_to_load_from_cache(model_id, filename, revision=revision)
-        except Exception:  # not a valid repo id (HFValidationError), an unreadable cache
-            return None
-        if isinstance(found, str) and Path(found).is_file():
-            return Path(found).parent
-    return None
-
-
-def hub_unreachable_reason(timeout: float = HUB_CHECK_SECONDS) -> str | None:
-    """None when the Hugging Face hub answers, else why not: offline mode is on, or the one request
-    to the endpoint failed or took over `timeout` seconds (a hung DNS lookup included). Asked
-    once per process and endpoint; any HTTP answer counts as reachable."""
-    if hf_offline_mode():
-        return "HF_HUB_OFFLINE is set"
-    try:
-        from huggingface_hub import constants, get_session
-    except ImportError:
-        return "huggingface_hub is not installed"
-    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
-    with _hub_lock:
-        if endpoint not in _hub_checks:
-            answers: list[str | None] = []
-
-            def probe() -> None:
-                try:
-                    get_session().head(endpoint, timeout=timeout)
-                    answers.append(None)
-                except Exception as exc:  # DNS failure, refused connection, proxy refusal, timeout
-                    answers.append(f"{endpoint}: {type(exc).__name__}: {' '.join(str(exc).split())}")
-
-            thread = threading.Thread(target=probe, name="mmagent-hub-check", daemon=True)
-            thread.start()
-            thread.join(timeout + 0.5)
-            _hub_checks[endpoint] = answers[0] if answers else f"{endpoint}: no answer within {timeout:g} s"
-        return _hub_checks[endpoint]
-
-
-def hf_offline_mode() -> bool:
-    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as huggingface_hub reads it, now or at its import."""
-    if any(os.environ.get(var, "").strip().lower() in ("1", "on", "yes", "true")
-           for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        return False
-    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
 
 
 def open_rgb(image: ImagePart) -> Image:

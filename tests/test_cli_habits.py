@@ -422,10 +422,11 @@ def test_cached_hub_id_resolves_to_its_snapshot_when_the_hub_is_unreachable(monk
 
 
 def test_hub_id_is_left_to_from_pretrained_when_the_hub_answers(monkeypatch):
-    from mmagent.plugins import _hf
+    from mmagent import hf_hub
+    from mmagent.plugins._hf import model_source
 
-    monkeypatch.setattr(_hf, "_hub_checks", {_endpoint(): None})
-    assert _hf.model_source("nobody/nothing", "llm/transformers") == "nobody/nothing"
+    monkeypatch.setattr(hf_hub, "_hub_checks", {_endpoint(): None})
+    assert model_source("nobody/nothing", "llm/transformers") == "nobody/nothing"
 
 
 def _endpoint() -> str:

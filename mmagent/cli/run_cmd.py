@@ -193,7 +193,7 @@ def _check_chosen(role: str, settings) -> None:
     downloadable = (reason == model_unavailable_reason(backend.model_id) and model not in get_zoo().specs
                     and not model.startswith((".", "/", "~")))
     if downloadable:
-        from ..plugins._hf import hub_unreachable_reason
+        from ..hf_hub import hub_unreachable_reason
 
         offline = hub_unreachable_reason()
         if offline is None:
