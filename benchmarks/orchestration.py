@@ -17,7 +17,7 @@ from typing import TypedDict
 
 from mmagent.content import load_media
 from mmagent.content.parts import part_from_dict
-from mmagent.runner import build_pipeline
+from mmagent.runner import build_pipeline, request_message
 from mmagent.testing import ScriptedASR, ScriptedLLM, ScriptedOCR, scripted_toolbox, silent_wav
 from mmagent.backends.results import Message
 
@@ -61,11 +61,12 @@ def main() -> None:
 
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), "white").save(buf, "PNG")
-    inputs = [load_media(buf.getvalue(), expect="image").to_dict(), load_media(silent_wav(0.5), expect="audio").to_dict()]
+    image, audio = load_media(buf.getvalue(), expect="image"), load_media(silent_wav(0.5), expect="audio")
+    inputs = [image.to_dict(), audio.to_dict()]
     asr, ocr, llm = ScriptedASR("What is the total?"), ScriptedOCR(["TOTAL 9.75"]), ScriptedLLM("9.75")
     ours = build_pipeline("tools", scripted_toolbox(asr=asr, ocr=ocr, llm=llm), planner="rules")
     bare = bare_graph(asr, ocr, llm)
-    request = {"prompt": "", "inputs": inputs, "output": "auto"}
+    request = {"messages": [request_message("", images=[image.path()], audio=[audio.path()])], "output": "auto"}
     runs = {"bare LangGraph": lambda: bare.invoke({"inputs": inputs}), "mmagent tool chain": lambda: ours.invoke(request)}
     for fn in runs.values():  # warm up
         for _ in range(20):

@@ -174,6 +174,16 @@ class Nodes:
 
     def __init__(self, toolbox: Toolbox | None = None):
         self.tools = toolbox or Toolbox()
+        self._chat_models: dict[tuple[int, int], ChatMMAgent] = {}
+
+    def chat_model(self, role: str, max_tokens: int = 128) -> ChatMMAgent:
+        """The backend of `role` as a LangChain chat model (made once: LangChain serialises a model
+        on every first call, which is not free)."""
+        backend = self.tools.get(role)
+        key = (id(backend), max_tokens)
+        if key not in self._chat_models:
+            self._chat_models[key] = ChatMMAgent(backend=backend, max_tokens=max_tokens)
+        return self._chat_models[key]
 
     # -- turn start ----------------------------------------------------------------------------
 
@@ -280,7 +290,7 @@ class Nodes:
         try:
             backend = self.tools.get(role)
             step.update(backend=backend.name, model=backend.model_id)
-            reply = ChatMMAgent(backend=backend, max_tokens=max_tokens).invoke(messages)
+            reply = self.chat_model(role, max_tokens).invoke(messages)
         except BackendError as exc:
             raise BackendError(f"{role}: {exc}") from exc
         step.update(seconds=round(time.perf_counter() - start, 4), output=text_of(reply))
