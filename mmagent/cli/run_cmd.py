@@ -189,7 +189,7 @@ def _check_chosen(role: str, settings) -> None:
     reason = backend.unavailable_reason()
     if reason is None:
         return
-    model = str(backend.model_id or "")
+    model, what = str(backend.model_id or ""), f"{backend.role}/{backend.name}"
     downloadable = (reason == model_unavailable_reason(backend.model_id) and model not in get_zoo().specs
                     and not model.startswith((".", "/", "~")))
     if downloadable:
@@ -198,12 +198,11 @@ def _check_chosen(role: str, settings) -> None:
         offline = hub_unreachable_reason()
         if offline is None:
             return
-        what = f"{backend.role}/{backend.name}"
         if model.count("/") == 1:
             raise BackendError(f"{what}: {model!r} is not in the local Hugging Face cache and the hub cannot be "
                                f"reached ({offline})")
         raise BackendError(f"{what}: {reason}, and it cannot be downloaded here ({offline})")
-    raise BackendError(reason)
+    raise BackendError(reason if reason.startswith(what) else f"{what}: {reason}")
 
 
 def prompt_with_stdin(prompt: str) -> str:
