@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import mmagent
-from mmagent.backends import get_backend
+from mmagent.backends import Captioner, get_backend
 from mmagent.content import load_media
 from mmagent.scenes import generate_scene, render
 from mmagent.scenes.scoring import is_correct
@@ -33,34 +33,29 @@ from mmagent.toolbox import Toolbox
 TYPES = ("existence", "colour", "shape", "count", "position", "comparison")
 
 
-class PerImage:
-    """A caption or OCR backend whose result for an image is computed once (keyed by its sha256)."""
+def per_image(backend):
+    """`backend` (a caption or OCR backend, still of its contract class, as a Toolbox requires) whose
+    result for an image is computed once (keyed by its sha256)."""
+    cache: dict = {}
+    for method in ("caption", "read"):
+        if hasattr(backend, method):
+            def once(image, _method=method, _call=getattr(backend, method), **kwargs):
+                key = (_method, image.ref.sha256, tuple(sorted(kwargs.items())))
+                if key not in cache:
+                    cache[key] = _call(image, **kwargs)
+                return cache[key]
 
-    def __init__(self, backend):
-        self.backend, self.cache = backend, {}
-
-    def __getattr__(self, name):
-        return getattr(self.backend, name)
-
-    def _once(self, method: str, image, **kwargs):
-        key = (method, image.ref.sha256, tuple(sorted(kwargs.items())))
-        if key not in self.cache:
-            self.cache[key] = getattr(self.backend, method)(image, **kwargs)
-        return self.cache[key]
-
-    def caption(self, image, **kwargs):
-        return self._once("caption", image, **kwargs)
-
-    def read(self, image, **kwargs):
-        return self._once("read", image, **kwargs)
+            setattr(backend, method, once)
+    return backend
 
 
-class OracleCaptioner:
+class OracleCaptioner(Captioner):
     """The true full description of each scene, looked up by the image's sha256."""
 
-    name, model_id = "oracle", "scene-truth"
+    name, default_model = "oracle", "scene-truth"
 
     def __init__(self, descriptions: dict[str, str]):
+        super().__init__()
         self.descriptions = descriptions
 
     def caption(self, image, **kwargs) -> str:
@@ -68,10 +63,10 @@ class OracleCaptioner:
 
 
 def pipelines(descriptions: dict[str, str]) -> dict[str, tuple[str, Toolbox]]:
-    ocr = PerImage(get_backend("ocr"))
+    ocr = per_image(get_backend("ocr"))
     return {
         "adapter": ("adapter", Toolbox()),
-        "tools (short caption)": ("tools", Toolbox({"caption": PerImage(get_backend("caption", "scene")),
+        "tools (short caption)": ("tools", Toolbox({"caption": per_image(get_backend("caption", "scene")),
                                                     "ocr": ocr})),
         "tools (true description)": ("tools", Toolbox({"caption": OracleCaptioner(descriptions), "ocr": ocr})),
     }

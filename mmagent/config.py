@@ -19,15 +19,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI (a dependency there)
+    import tomli as tomllib
+
 #: Roles mmagent's contracts define. Plugins may add more; any lowercase name is accepted.
-KNOWN_ROLES = ("asr", "caption", "ocr", "detect", "vlm", "llm", "image_gen", "tts")
+KNOWN_ROLES = ("asr", "caption", "ocr", "detect", "vlm", "llm", "image_gen", "tts", "embed")
 ROLE_FIELDS = ("backend", "model", "device", "dtype")
 _ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

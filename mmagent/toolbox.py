@@ -7,8 +7,9 @@ from typing import Mapping
 
 from .backends.base import Backend
 from .backends.registry import get_registry
+from .backends.roles import ROLE_CONTRACTS
 from .config import Settings, load_settings
-from .errors import BackendNotFoundError
+from .errors import BackendNotFoundError, PluginError
 
 
 class Toolbox:
@@ -20,6 +21,8 @@ class Toolbox:
                  exclusive: bool = False):
         self.settings = settings or load_settings()
         self._backends: dict[str, Backend] = dict(backends or {})
+        for role, backend in self._backends.items():
+            check_contract(role, backend)
         self._explicit = set(self._backends)
         self._exclusive = exclusive
         self._reasons: dict[str, str | None] = {}
@@ -48,3 +51,12 @@ class Toolbox:
 
     def has(self, role: str) -> bool:
         return self.why_unavailable(role) is None
+
+
+def check_contract(role: str, backend: object) -> None:
+    """A backend handed to a toolbox must follow its role's contract class (`ROLE_CONTRACTS`; any
+    `Backend` for a role without one), as a registered backend class must: PluginError otherwise."""
+    contract = ROLE_CONTRACTS.get(role, Backend)
+    if not isinstance(backend, contract):
+        raise PluginError(f"the backend given for role '{role}' ({type(backend).__qualname__}) does not follow "
+                          f"the role's contract: subclass mmagent.backends.{contract.__name__}")

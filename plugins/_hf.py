@@ -1,4 +1,5 @@
-"""Helpers shared by the Hugging Face plugins (vision, diffusers_t2i); not a plugin itself."""
+"""Helpers shared by the Hugging Face plugins (vision, vlm, transformers_llm, diffusers_t2i); not a
+plugin itself. Plugins share code through public helpers here, never another plugin's private names."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from mmagent.errors import BackendError
 from mmagent.hf_hub import cached_snapshot, hub_unreachable_reason
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from PIL.Image import Image
 
+    from mmagent.backends import Backend
     from mmagent.content import ImagePart
 
 
@@ -69,3 +73,17 @@ def quiet_torchvision_fallback() -> None:
     logger = logging.getLogger("transformers.utils.import_utils")
     if not any(isinstance(f, _NoTorchvisionFallbackNotice) for f in logger.filters):
         logger.addFilter(_NoTorchvisionFallbackNotice())
+
+
+def hub_options(backend: Backend) -> dict[str, str]:
+    """`from_pretrained` keywords: the `revision` option, else the default model's own revision."""
+    revision = backend.options.get("revision")
+    if not revision and backend.model_id == backend.default_model:
+        revision = getattr(backend, "default_revision", None)
+    return {"revision": revision} if revision else {}
+
+
+def first_stop(text: str, stop: Sequence[str] | None) -> int | None:
+    """Where the earliest of the `stop` strings begins in `text`, or None."""
+    positions = [text.find(s) for s in stop or () if s and s in text]
+    return min(positions) if positions else None

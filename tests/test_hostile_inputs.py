@@ -9,12 +9,17 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 import mmagent.content as content
 import mmagent.errors as errors

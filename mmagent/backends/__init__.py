@@ -18,6 +18,7 @@ from .roles import (
     ROLE_CONTRACTS,
     Captioner,
     ChatModel,
+    Embedder,
     ObjectDetector,
     SpeechToText,
     TextReader,
@@ -28,7 +29,7 @@ from .roles import (
 
 __all__ = [
     "Backend", "BackendEntry", "BackendRegistry", "Captioner", "ChatModel", "ChatResult", "Detection",
-    "Message", "ObjectDetector", "OcrLine", "OcrResult", "ROLE_CONTRACTS", "Segment", "SpeechToText",
+    "Embedder", "Message", "ObjectDetector", "OcrLine", "OcrResult", "ROLE_CONTRACTS", "Segment", "SpeechToText",
     "TextReader", "TextToImage", "TextToSpeech", "ToolCall", "ToolSpec", "Transcript",
     "VisionLanguageModel", "cached_model", "get_backend", "get_registry", "list_backends",
     "loaded_models", "unload",

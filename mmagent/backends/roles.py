@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ..content.parts import AudioPart, ImagePart
 from .base import Backend
 from .results import ChatResult, Detection, Message, OcrResult, ToolSpec, Transcript
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class SpeechToText(Backend):
@@ -58,6 +61,10 @@ class ChatModel(Backend):
     produces = ("text",)
     supports_tools: ClassVar[bool] = False
     supports_streaming: ClassVar[bool] = False
+    #: True when `chat` takes `schema=` (a JSON schema dict) and its reply is JSON following it
+    #: (constrained decoding, or a server's native structured output). Callers pass `schema=`
+    #: only to backends that set this; the others keep the signature below.
+    supports_schema: ClassVar[bool] = False
 
     def chat(self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None,
              max_tokens: int = 256, temperature: float = 0.0, stop: Sequence[str] | None = None) -> ChatResult:
@@ -74,6 +81,19 @@ class VisionLanguageModel(ChatModel):
 
     role: ClassVar[str] = "vlm"
     accepts = ("image", "text")
+
+
+class Embedder(Backend):
+    """Sentence embeddings: what the intent router (graphs/intent.py) compares by cosine similarity."""
+
+    role: ClassVar[str] = "embed"
+    accepts = ("text",)
+    produces = ("vector",)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """A float32 array of shape (len(texts), dimension), each row of unit L2 norm (so a dot
+        product is the cosine similarity); no texts give shape (0, dimension)."""
+        raise NotImplementedError
 
 
 class TextToImage(Backend):
@@ -100,5 +120,5 @@ class TextToSpeech(Backend):
 ROLE_CONTRACTS: dict[str, type[Backend]] = {
     cls.role: cls
     for cls in (SpeechToText, Captioner, TextReader, ObjectDetector, ChatModel, VisionLanguageModel,
-                TextToImage, TextToSpeech)
+                TextToImage, TextToSpeech, Embedder)
 }

@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..graphs.adapter import SYSTEM as QA_SYSTEM
-from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT
+from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT, QA_SYSTEM
 from .loop import TrainableState, batch_indices, logged_seconds, run_loop, warmup_cosine
 from .scene_data import IMAGE_SIZE, MEAN, SIZED, STD, make_scenes
 
@@ -84,7 +83,7 @@ def build_llava(encoder_dir: Path, recipe: AdapterRecipe):
                              image_seq_length=(IMAGE_SIZE // patch_size) ** 2)
         model = LlavaForConditionalGeneration(config)
     else:
-        from mmagent.plugins.scene_vlm.arch import QueryAdapterConfig, QueryAdapterLlava, register_architectures
+        from .arch import QueryAdapterConfig, QueryAdapterLlava, register_architectures
 
         side = math.isqrt(recipe.num_queries)
         if side * side != recipe.num_queries or IMAGE_SIZE % side:

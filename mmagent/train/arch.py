@@ -5,7 +5,8 @@ vision tokens (the Q-Former-lite also lets the queries self-attend first), so th
 fixed number of image tokens whatever the encoder's patch count. Everything else is
 transformers' LLaVA: the saved folder is a LLaVA folder whose `model_type` is "mmagent_llava",
 registered with the Auto classes by `register_architectures()` (the vlm plugin calls it before
-loading any model). The processor's `patch_size` is set so a prompt holds one `<image>` token
+loading any model). It lives in core, beside the trainer that builds it, so that the trainer and the
+plugins both import it from here (core never imports a plugin). The processor's `patch_size` is set so a prompt holds one `<image>` token
 per query.
 """
 
