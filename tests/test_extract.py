@@ -32,8 +32,9 @@ def test_invalid_output_is_repaired_with_the_validation_error():
 
 
 def test_gives_up_after_max_repairs_and_keeps_every_attempt():
-    llm = ScriptedLLM("I cannot do that.")
-    with pytest.raises(ExtractionError, match="no valid Receipt after 3 attempts") as info:
+    llm = ScriptedLLM(replies=[ChatResult("I cannot do that."), ChatResult("{}"), ChatResult('{"shop": 1}')])
+    with pytest.raises(ExtractionError, match="no valid Receipt after 3 attempts: shop: Input should be") as info:
         extract(Receipt, "text", llm, max_repairs=2)
-    assert len(info.value.attempts) == 3 and len(llm.calls) == 3
-    assert all(a.output == "I cannot do that." and a.error for a in info.value.attempts)
+    assert len(llm.calls) == 3
+    assert [a.output for a in info.value.attempts] == ["I cannot do that.", "{}", '{"shop": 1}']
+    assert all(a.error for a in info.value.attempts)
