@@ -12,13 +12,17 @@ attempt — never a half-valid object.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .backends.results import Message
-from .errors import MMAgentError
+from .errors import InputError, MMAgentError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -44,6 +48,10 @@ class ExtractionError(MMAgentError):
     def __init__(self, message: str, attempts: list[Attempt]):
         super().__init__(message)
         self.attempts = attempts
+
+
+class SchemaLoadError(InputError):
+    """A `FILE.py:Model` or `module:Model` reference that does not name a pydantic model."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,59 @@ def extract(schema: type[T], text: str, llm: ChatModel, *, max_repairs: int = 2,
         return Extraction(value, attempts, constrained)
     raise ExtractionError(f"no valid {schema.__name__} after {len(attempts)} attempts: {attempts[-1].error}",
                           attempts)
+
+
+def load_schema(ref: str) -> type[BaseModel]:
+    """The pydantic model named by `FILE.py:Model` (a Python file, run as a module) or
+    `module:Model` (an importable module; the current directory is searched first).
+    Raises SchemaLoadError (an InputError) with one readable line."""
+    from pydantic import BaseModel
+
+    where, sep, name = ref.rpartition(":")
+    if not sep or not where or not name.isidentifier():
+        raise SchemaLoadError(f"--schema must be FILE.py:Model or module:Model, not {ref!r}")
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        module = _load_file(Path(where), ref)
+    else:
+        module = _import_module(where, ref)
+    if not hasattr(module, name):
+        models = sorted(k for k, v in vars(module).items()
+                        if isinstance(v, type) and issubclass(v, BaseModel) and v is not BaseModel)
+        raise SchemaLoadError(f"{where} has no {name!r} (pydantic models there: {', '.join(models) or 'none'})")
+    schema = getattr(module, name)
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)) or schema is BaseModel:
+        raise SchemaLoadError(f"{ref} is not a pydantic model (a subclass of pydantic.BaseModel) but "
+                              f"{type(schema).__name__} {schema!r}")
+    return schema
+
+
+def _load_file(path: Path, ref: str):
+    if not path.is_file():
+        raise SchemaLoadError(f"schema file not found: {path}")
+    module_name = f"_mmagent_schema_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise SchemaLoadError(f"cannot load {path} as Python (expected FILE.py:Model)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # pydantic resolves forward references through sys.modules
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise SchemaLoadError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def _import_module(name: str, ref: str):
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise SchemaLoadError(f"cannot import module {name!r} of {ref!r}: {exc}") from None
+    except Exception as exc:
+        raise SchemaLoadError(f"cannot import module {name!r}: {type(exc).__name__}: {exc}") from None
+    finally:
+        sys.path.remove(str(Path.cwd()))
 
 
 def system_prompt(schema: type[BaseModel], instructions: str | None = None) -> str:
