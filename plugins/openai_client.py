@@ -9,6 +9,10 @@ parts (`to_openai`), tool calls come back as `ToolCall`s. One implementation ser
     model = "llama3.2-vision"
     options = { base_url = "http://localhost:11434/v1" }
 
+`chat(..., schema=...)` asks for native structured output (`response_format` of type
+`json_schema`; strict when the schema allows it — every property required — so OpenAI guarantees
+it; vLLM and Ollama decode under the schema either way).
+
 Options: `base_url` (else $OPENAI_BASE_URL, else api.openai.com), `api_key_env` (the variable that
 holds the key, default OPENAI_API_KEY; a local server given by base_url may need no key),
 `timeout` (seconds, default 60) and `max_retries` (default 2). The `openai` SDK is imported only
@@ -18,8 +22,10 @@ when the client is built; building it touches no network.
 from __future__ import annotations
 
 import hashlib
+import copy
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -44,6 +50,7 @@ class OpenAICompatible:
     produces = ("text",)
     supports_tools: ClassVar[bool] = True
     supports_streaming: ClassVar[bool] = True
+    supports_schema: ClassVar[bool] = True
 
     role: ClassVar[str]
     name: ClassVar[str]
@@ -108,8 +115,12 @@ class OpenAICompatible:
     # -- requests ---------------------------------------------------------------------------------
 
     def chat(self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None,
-             max_tokens: int = 256, temperature: float = 0.0, stop: Sequence[str] | None = None) -> ChatResult:
+             max_tokens: int = 256, temperature: float = 0.0, stop: Sequence[str] | None = None,
+             schema: dict[str, Any] | None = None) -> ChatResult:
+        """`schema`: a JSON schema the reply must follow (the server's structured output)."""
         request = self._request(messages, tools=tools, max_tokens=max_tokens, temperature=temperature, stop=stop)
+        if schema is not None:
+            request["response_format"] = to_response_format(schema)
         client = self.model
         try:
             completion = client.chat.completions.create(**request)
@@ -243,6 +254,37 @@ def to_openai_message(message: Message) -> dict[str, Any]:
             raise InputError("a tool message needs the tool_call_id of the call it answers")
         out["tool_call_id"] = message.tool_call_id
     return out
+
+
+def to_response_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's `response_format` for a JSON schema. Strict (the server guarantees the shape) when
+    every object lists all its properties as required, which strict mode demands; objects then get
+    `additionalProperties: false`, as strict mode also demands. Otherwise the schema goes as it is,
+    not strict."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", str(schema.get("title") or "reply"))[:64]
+    strict = copy.deepcopy(schema)
+    objects = list(_objects(strict))
+    if objects and all(set(o.get("properties", {})) == set(o.get("required", [])) for o in objects):
+        for o in objects:
+            o.setdefault("additionalProperties", False)
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": strict, "strict": True}}
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": False}}
+
+
+def _objects(node: Any) -> Iterator[dict[str, Any]]:
+    """Every object schema (one with `properties`) in a JSON schema, definitions included."""
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "object" or "properties" in node:
+        yield node
+    children = [*node.get("properties", {}).values(), *node.get("$defs", {}).values(),
+                *node.get("definitions", {}).values(), *node.get("prefixItems", [])]
+    for key in ("anyOf", "oneOf", "allOf"):
+        children += node.get(key, [])
+    for key in ("items", "additionalProperties", "not"):
+        children.append(node.get(key))
+    for child in children:
+        yield from _objects(child)
 
 
 def to_openai_tool(tool: ToolSpec) -> dict[str, Any]:

@@ -284,6 +284,66 @@ def test_bad_tool_call_arguments_are_a_backend_error(llm, server, arguments, pro
         llm.chat([Message("user", "Weather?")], tools=[WEATHER])
 
 
+# -- structured output ------------------------------------------------------------------------------
+
+
+RECEIPT_SCHEMA = {"title": "Receipt", "type": "object", "required": ["shop", "total"],
+                  "properties": {"shop": {"title": "Shop", "type": "string"},
+                                 "total": {"title": "Total", "type": "number"}}}
+
+
+def test_a_schema_goes_out_as_strict_json_schema_response_format(llm, server):
+    assert llm.supports_schema and OpenAIChat.supports_schema and OpenAIVision.supports_schema
+    server.reply(json=completion('{"shop": "Corner Cafe", "total": 9.75}'))
+    result = llm.chat([Message("user", "CORNER CAFE ... TOTAL 9.75")], schema=RECEIPT_SCHEMA)
+    assert json.loads(result.text) == {"shop": "Corner Cafe", "total": 9.75}
+    assert server.body["response_format"] == {"type": "json_schema", "json_schema": {
+        "name": "Receipt", "strict": True,
+        "schema": {**RECEIPT_SCHEMA, "additionalProperties": False}}}  # what strict mode demands
+    assert "additionalProperties" not in RECEIPT_SCHEMA  # the caller's schema is left alone
+
+
+def test_nested_objects_get_closed_too_and_optional_fields_make_it_not_strict(llm, server):
+    from pydantic import BaseModel
+
+    class Item(BaseModel):
+        name: str
+
+    class Order(BaseModel):
+        items: list[Item]
+
+    class Note(BaseModel):
+        text: str
+        author: str | None = None
+
+    llm.chat([Message("user", "x")], schema=Order.model_json_schema())
+    sent = server.body["response_format"]["json_schema"]
+    assert sent["strict"] is True and sent["name"] == "Order"
+    assert sent["schema"]["additionalProperties"] is False
+    assert sent["schema"]["$defs"]["Item"]["additionalProperties"] is False
+    llm.chat([Message("user", "x")], schema=Note.model_json_schema())
+    sent = server.body["response_format"]["json_schema"]
+    assert sent == {"name": "Note", "strict": False, "schema": Note.model_json_schema()}
+
+
+def test_extract_through_the_server_sends_the_schema_and_validates_the_reply(llm, server):
+    from pydantic import BaseModel
+
+    from mmagent.extract import extract
+
+    class Receipt(BaseModel):
+        shop: str
+        total: float
+
+    server.reply(json=completion('{"shop": "Corner Cafe", "total": "n/a"}'))
+    server.reply(json=completion('{"shop": "Corner Cafe", "total": 9.75}'))
+    result = extract(Receipt, "CORNER CAFE ... TOTAL 9.75", llm)
+    assert result.value == Receipt(shop="Corner Cafe", total=9.75) and result.constrained
+    assert len(server.requests) == 2
+    assert all(r["body"]["response_format"]["json_schema"]["name"] == "Receipt" for r in server.requests)
+    assert "total" in server.requests[1]["body"]["messages"][-1]["content"]  # the repair request
+
+
 # -- streaming --------------------------------------------------------------------------------------
 
 
