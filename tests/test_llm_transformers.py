@@ -59,7 +59,7 @@ def test_text_llm_refuses_media_parts_clearly(tmp_path):
 
 def test_missing_model_is_a_backend_error(tmp_path):
     llm = get_backend("llm", "transformers", model=str(tmp_path / "nope"), device="cpu")
-    with pytest.raises(BackendError, match="could not load model"):
+    with pytest.raises(BackendError, match="model folder .*nope' does not exist"):
         llm.chat([Message("user", "hi")])
 
 
