@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -162,7 +163,8 @@ class TransformersChat(ChatModel):
             # Compact separators and no free whitespace: nothing for a model to loop on between tokens.
             grammar = compiler.compile_json_schema(json.dumps(schema, sort_keys=True), any_whitespace=False)
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError for schemas it cannot compile
-            raise InputError(f"llm/{self.name}: cannot decode under this JSON schema: {exc}") from exc
+            reason = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", str(exc)).strip()  # drop xgrammar's C++ location
+            raise InputError(f"llm/{self.name}: cannot decode under this JSON schema: {reason}") from exc
         return _GrammarMask(grammar)
     def _encode(self, tokenizer, messages: Sequence[Message]):
         chat = []

