@@ -36,6 +36,7 @@ from langgraph.graph.message import add_messages
 from mmagent.content.parts import Part, TextPart, part_from_dict
 from mmagent.errors import BackendError, InputError
 from mmagent.langchain import ChatMMAgent, block_to_part, is_inline_media, part_to_block
+from mmagent.scenes.prompts import QA_SYSTEM
 from mmagent.toolbox import Toolbox
 from mmagent.tools import Tool, ToolError, get_tools, timed
 
@@ -170,7 +171,7 @@ class Nodes:
 
     ANSWER_SYSTEM = ("You answer the user's question using the observations that tools made of the user's "
                      "files. Be brief and exact; quote numbers and names as observed.")
-    VLM_SYSTEM = "Answer the question about the image(s) briefly and exactly."
+    VLM_SYSTEM = QA_SYSTEM  # the prompt the scene VLM is trained with
 
     def __init__(self, toolbox: Toolbox | None = None):
         self.tools = toolbox or Toolbox()

@@ -53,8 +53,17 @@ def test_no_vlm_is_an_error(images):
 
 
 def test_a_step_record_names_no_intent_as_none():
-    from graphs.intent import Intent
-    from graphs.nodes import summarize
+    import numpy as np
 
-    assert summarize(Intent({"read": 0.9, "speak": 0.1}, "embeddings")) == {"output": "intent: read"}
-    assert summarize(Intent({"read": 0.2, "speak": 0.1}, "embeddings")) == {"output": "intent: none"}
+    from mmagent.graphs.kit import Nodes
+    from mmagent.testing import ScriptedEmbedder
+
+    class Fixed(ScriptedEmbedder):
+        def embed(self, texts):
+            rows = np.zeros((len(texts), 4), dtype=np.float32)
+            rows[:, 0] = 1.0
+            rows[0] = [0.0, 1.0, 0.0, 0.0]  # the question is like no example phrasing
+            return rows
+
+    _, [step] = Nodes(scripted_toolbox(embed=Fixed())).intent("what?")
+    assert step["tool"] == "embed" and step["output"] == "intent: none"
