@@ -18,7 +18,7 @@ from mmagent.backends import Backend, Captioner, Detection, ObjectDetector
 from mmagent.content import ImagePart, load_media
 from mmagent.errors import BackendError, InputError
 
-from ._hf import model_source, open_rgb
+from ._hf import hub_options, model_source, open_rgb
 
 CAPTION_TYPES = ("blip", "git", "vision-encoder-decoder")
 ZERO_SHOT_TYPES = ("owlvit",)
@@ -34,14 +34,6 @@ class Loaded:
     tokenizer: Any
     device: str
     kind: str  # config.model_type
-
-
-def hub_options(backend: Backend) -> dict[str, str]:
-    """`from_pretrained` keywords: the `revision` option, else the default model's own revision."""
-    revision = backend.options.get("revision")
-    if not revision and backend.model_id == backend.default_model:
-        revision = getattr(backend, "default_revision", None)
-    return {"revision": revision} if revision else {}
 
 
 def _prepare(backend: Backend, types: tuple[str, ...]) -> tuple[str, str, Any, str]:

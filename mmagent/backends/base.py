@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import BackendError
@@ -94,18 +93,11 @@ def model_unavailable_reason(model_id: str | None) -> str | None:
         return None
     if os.path.exists(os.path.expanduser(model_id)):
         return None
-    if _in_hf_cache(model_id):
-        return None
+    if model_id.count("/") == 1:
+        from ..hf_hub import cached_snapshot
+
+        if cached_snapshot(model_id) is not None:
+            return None
     return f"model '{model_id}' is neither a zoo model, a local path nor in the Hugging Face cache"
 
 
-def _in_hf_cache(model_id: str) -> bool:
-    if model_id.count("/") != 1 or importlib.util.find_spec("huggingface_hub") is None:
-        return False
-    from huggingface_hub import try_to_load_from_cache
-
-    for filename in ("config.json", "model_index.json"):
-        found = try_to_load_from_cache(model_id, filename)
-        if isinstance(found, str) and Path(found).exists():
-            return True
-    return False
