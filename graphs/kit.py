@@ -343,7 +343,7 @@ class Nodes:
         offer = tools if calls_so_far < (max_turns or self.MAX_TOOL_ROUNDS) else []
         system = (state.get("system") or self.ANSWER_SYSTEM) + (
             " Call tools to inspect the user's files; pass a file as its reference." if offer else "")
-        messages = [SystemMessage(system), *conversation_for_text_model(state)]
+        messages = [SystemMessage(system), *conversation_for_model(state, getattr(backend, "accepts", ("text",)))]
         step: dict[str, Any] = {"tool": "llm", "backend": backend.name, "model": backend.model_id}
         start = time.perf_counter()
         result = backend.chat(to_mmagent_messages(messages), tools=[t.spec() for t in offer] or None,
@@ -458,8 +458,9 @@ def all_files(state: MMState) -> list[Part]:
     return list(seen.values())
 
 
-def conversation_for_text_model(state: MMState) -> list[BaseMessage]:
-    """The conversation for a text-only model: media replaced by their references, which tools accept."""
+def conversation_for_model(state: MMState, accepts: Sequence[str] = ("text",)) -> list[BaseMessage]:
+    """The conversation for a model that reads `accepts`: each file is named with its reference
+    (which tools accept), and media of the kinds the model reads are kept as blocks beside it."""
     files = all_files(state)
     out: list[BaseMessage] = []
     for m in state.get("messages") or []:
@@ -469,10 +470,16 @@ def conversation_for_text_model(state: MMState) -> list[BaseMessage]:
             text = text_of(m)
             if lines:
                 text = "Files:\n" + "\n".join(lines) + (f"\n\n{text}" if text else "")
-            out.append(HumanMessage(text))
+            seen = [part_to_block(p) for p in media if p.type in accepts]
+            out.append(HumanMessage([{"type": "text", "text": text}, *seen] if seen else text))
         elif isinstance(m, (AIMessage, ToolMessage, SystemMessage)):
             out.append(m)
     return out
+
+
+def conversation_for_text_model(state: MMState) -> list[BaseMessage]:
+    """The conversation for a text-only model: media replaced by their references."""
+    return conversation_for_model(state, ("text",))
 
 
 def resolve_alias(value: Any, files: Sequence[Part]) -> Any:

@@ -202,6 +202,51 @@ def test_ten_turns_with_images_keep_the_checkpoint_small(tmp_path, home):
         assert base64.b64encode(data[:3000])[:200] not in db and data[1000:1200] not in db
 
 
+def test_images_a_tool_makes_reach_a_model_that_reads_images_as_user_content(image):
+    from mmagent.backends.results import ChatResult
+    from mmagent.testing import ScriptedImageGen, tool_call
+
+    llm = ScriptedLLM(replies=[tool_call("generate_image", prompt="a red bicycle"), ChatResult("Here it is.")],
+                      supports_tools=True)
+    llm.accepts = ("text", "image")  # a unified model
+    result = run("Draw a red bicycle like this one", images=[image],
+                 toolbox=scripted_toolbox(llm=llm, image_gen=ScriptedImageGen()))
+    assert [p.type for p in result.outputs] == ["image"] and result.plan["output"] == "image"
+    second = llm.calls[1]["messages"]
+    assert second[-2].role == "tool" and second[-2].content.startswith("generated an image (mmagent-media:")
+    injected = second[-1]
+    assert injected.role == "user" and [p.type for p in injected.content] == ["text", "image"]
+    assert injected.content[1].ref.sha256 == result.outputs[0].ref.sha256
+    first_user = llm.calls[0]["messages"][1]
+    assert [p.type for p in first_user.content] == ["text", "image"]  # the user's image, seen directly
+    assert [s["tool"] for s in result.steps] == ["llm", "image_gen", "llm"]  # no second render
+
+
+def test_a_text_model_gets_file_references_not_images(image):
+    llm = ScriptedLLM("ok", supports_tools=True)
+    run("What is on it?", images=[image], toolbox=scripted_toolbox(llm=llm, ocr=ScriptedOCR()))
+    user = llm.calls[0]["messages"][1]
+    assert isinstance(user.content, str) and "image 1: mmagent-media:sha256:" in user.content
+
+
+def test_cli_logs_lists_runs_and_threads_with_media_references(user_graph, image):
+    assert _cli("run", "--graph", f"{user_graph}:graph", "--thread", "logged", "-a", str(image), "first").returncode == 0
+    assert _cli("run", "--graph", f"{user_graph}:graph", "-c", "second").returncode == 0
+    assert _cli("run", "--graph", f"{user_graph}:graph", "--no-log", "unlogged").returncode == 0
+    runs = json.loads(_cli("logs", "--json").stdout)
+    assert [r["prompt"] for r in runs] == ["second", "first"] and {r["thread"] for r in runs} == {"logged"}
+    assert runs[1]["media"][0]["url"].startswith("mmagent-media:sha256:") and runs[1]["media"][0]["type"] == "image"
+    text = _cli("logs").stdout
+    assert "> first" in text and "> [image] mmagent-media:sha256:" in text
+    assert _cli("logs", "--threads").stdout.startswith("logged  2 run(s)")
+    assert "no earlier thread" not in _cli("run", "--graph", f"{user_graph}:graph", "-c", "x").stderr
+
+
+def test_continue_without_any_thread_is_a_clear_error(user_graph):
+    proc = _cli("run", "--graph", f"{user_graph}:graph", "-c", "hi")
+    assert proc.returncode == 2 and "no earlier thread to continue" in proc.stderr
+
+
 # -- streaming -------------------------------------------------------------------------------------------
 
 
