@@ -44,3 +44,37 @@ def test_cli_json_has_answer_pipeline_and_timed_steps(offline_home, tmp_path):
     assert "9.75" in data["answer"] and data["pipeline"] == "tools"
     assert [s["tool"] for s in data["steps"]] == ["embed", "ocr", "llm"]
     assert all(isinstance(s["seconds"], float) and s["output"] for s in data["steps"])
+
+
+def test_cli_second_turn_answers_from_the_first_turns_image(offline_home, tmp_path):
+    mm = str(Path(sys.executable).with_name("mmagent"))
+
+    def ask(*args):
+        proc = subprocess.run([mm, "run", "--json", *args], capture_output=True, text=True, timeout=600,
+                              env={**os.environ}, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    first = ask("--thread", "receipt", "-a", str(MEDIA / "receipt.png"), "What is on this receipt?")
+    second = ask("-c", "What is the total on the receipt?")
+    assert second["thread"] == first["thread"] == "receipt"
+    assert "9.75" in second["answer"]
+    assert [s["tool"] for s in second["steps"]] == ["embed", "llm"]  # no new image: turn 1's OCR is reused
+    assert second["artifacts"][0]["cached"] is True and "TOTAL 9.75" in second["artifacts"][0]["text"]
+
+
+def test_stream_gives_tokens_before_the_run_ends(offline_home):
+    import time
+
+    import mmagent
+
+    start, first_token, tokens = time.perf_counter(), None, []
+    for kind, value in mmagent.stream("What is the total on the receipt?", images=[MEDIA / "receipt.png"]):
+        if kind == "token":
+            first_token = first_token or time.perf_counter() - start
+            tokens.append(value)
+        elif kind == "result":
+            total = time.perf_counter() - start
+            result = value
+    assert len(tokens) > 3 and "".join(tokens).strip() == result.answer and "9.75" in result.answer
+    assert first_token < total
