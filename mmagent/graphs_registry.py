@@ -54,17 +54,7 @@ class GraphRegistry:
     @classmethod
     def from_plugins(cls, plugins) -> GraphRegistry:
         registry = cls()
-
-        def per_plugin(info):
-            def register(spec: GraphSpec) -> None:
-                try:
-                    registry.register(spec, info.name)
-                    info.provides.append(f"graph {spec.name}")
-                except PluginError as exc:
-                    info.fail(str(exc))
-            return {"register": register}
-
-        plugins.call("register_graphs", per_plugin)
+        plugins.collect("register_graphs", registry.register, lambda spec: f"graph {spec.name}")
         return registry
 
     def register(self, spec: GraphSpec, owner: str = "runtime") -> None:

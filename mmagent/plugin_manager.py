@@ -78,6 +78,23 @@ class Plugins:
             except Exception as exc:  # a plugin's bug must not take the others down
                 info.fail(f"{hook} raised {type(exc).__name__}: {exc}")
 
+    def collect(self, hook: str, add: Callable[[Any, str], None], label: Callable[[Any], str]) -> None:
+        """Call every plugin's `hook(register)`. Each `register(item)` runs `add(item, plugin_name)`
+        and records `label(item)` in what the plugin provides; an MMAgentError that `add` raises
+        (a duplicate name, a broken contract) is recorded as the plugin's failure instead."""
+        from .errors import MMAgentError
+
+        def per_plugin(info: PluginInfo) -> dict[str, Any]:
+            def register(item: Any) -> None:
+                try:
+                    add(item, info.name)
+                    info.provides.append(label(item))
+                except MMAgentError as exc:
+                    info.fail(str(exc))
+            return {"register": register}
+
+        self.call(hook, per_plugin)
+
     def _add(self, info: PluginInfo, loader: Callable[[], Any]) -> None:
         self.infos[info.name] = info
         try:

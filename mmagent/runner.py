@@ -152,14 +152,9 @@ def run(
     """Validate the inputs, run them through `pipeline`, and return the answer with every step.
     With `thread`, the conversation continues where that thread left off (and is saved); `log`
     records the run for `mmagent logs`."""
-    result = None
-    for kind, value in stream(prompt, images=images, audio=audio, attachments=attachments, pipeline=pipeline,
-                              output=output, planner=planner, toolbox=toolbox, settings=settings, system=system,
-                              thread=thread, tokens=False, log=log):
-        if kind == "result":
-            result = value
-    assert result is not None
-    return result
+    return _result_of(stream(prompt, images=images, audio=audio, attachments=attachments, pipeline=pipeline,
+                             output=output, planner=planner, toolbox=toolbox, settings=settings, system=system,
+                             thread=thread, tokens=False, log=log))
 
 
 def stream(
@@ -191,11 +186,17 @@ def stream(
 
 def run_messages(messages: Sequence[Any], **options: Any) -> RunResult:
     """Run a LangChain message list (the last HumanMessage is the request) through a pipeline."""
+    return _result_of(stream_messages(messages, tokens=False, **options))
+
+
+def _result_of(events: Iterator[tuple[str, Any]]) -> RunResult:
+    """Drain an event stream; its last event is ("result", RunResult)."""
     result = None
-    for kind, value in stream_messages(messages, tokens=False, **options):
+    for kind, value in events:
         if kind == "result":
             result = value
-    assert result is not None
+    if result is None:  # pragma: no cover - every stream ends with its result
+        raise RuntimeError("the run ended without a result")
     return result
 
 

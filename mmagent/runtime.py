@@ -80,9 +80,7 @@ class Runtime:
         self.models = models or ModelCache()
         self._lock = threading.RLock()
         self._plugins: Plugins | None = None
-        self._backends: BackendRegistry | None = None
-        self._tools: ToolRegistry | None = None
-        self._graphs: GraphRegistry | None = None
+        self._registries: dict[str, Any] = {}  # "backends", "tools", "graphs"
         self._zoos: dict[str, Zoo] = {}
         self._stores: dict[str, MediaStore] = {}
 
@@ -100,36 +98,31 @@ class Runtime:
 
     @property
     def backends(self) -> BackendRegistry:
-        with self._lock:
-            if self._backends is None:
-                from .backends.registry import BackendRegistry
-
-                self._backends = BackendRegistry.from_plugins(self.plugins)
-            return self._backends
+        return self._registry("backends", "mmagent.backends.registry:BackendRegistry")
 
     @property
     def tools(self) -> ToolRegistry:
-        with self._lock:
-            if self._tools is None:
-                from .tools import ToolRegistry
-
-                self._tools = ToolRegistry.from_plugins(self.plugins)
-            return self._tools
+        return self._registry("tools", "mmagent.tools:ToolRegistry")
 
     @property
     def graphs(self) -> GraphRegistry:
-        with self._lock:
-            if self._graphs is None:
-                from .graphs_registry import GraphRegistry
+        return self._registry("graphs", "mmagent.graphs_registry:GraphRegistry")
 
-                self._graphs = GraphRegistry.from_plugins(self.plugins)
-            return self._graphs
+    def _registry(self, name: str, cls_path: str) -> Any:
+        """The registry `name`, filled from the plugins (`cls.from_plugins`) on first access."""
+        with self._lock:
+            if self._registries.get(name) is None:
+                from importlib import import_module
+
+                module, _, cls = cls_path.partition(":")
+                self._registries[name] = getattr(import_module(module), cls).from_plugins(self.plugins)
+            return self._registries[name]
 
     def refresh(self) -> None:
         """Forget what the plugins registered (not the plugins): the next access asks them again,
         e.g. after `plugins.add(module, name)`."""
         with self._lock:
-            self._backends = self._tools = self._graphs = None
+            self._registries.clear()
             self._zoos.clear()
 
     def zoo(self, root: str | None = None) -> Zoo:

@@ -253,17 +253,7 @@ class ToolRegistry:
     @classmethod
     def from_plugins(cls, plugins) -> ToolRegistry:
         registry = cls()
-
-        def per_plugin(info):
-            def register(tool: Tool) -> None:
-                try:
-                    registry.register(tool, info.name)
-                    info.provides.append(f"tool {tool.name}")
-                except PluginError as exc:
-                    info.fail(str(exc))
-            return {"register": register}
-
-        plugins.call("register_tools", per_plugin)
+        plugins.collect("register_tools", registry.register, lambda tool: f"tool {tool.name}")
         return registry
 
     def register(self, tool: Tool, owner: str = "runtime") -> None:

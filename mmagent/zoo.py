@@ -60,17 +60,7 @@ class Zoo:
     def from_plugins(cls, root: str | Path, plugins) -> "Zoo":
         """A zoo at `root` holding every model the plugins register (failures recorded per plugin)."""
         zoo = cls(Path(root))
-
-        def per_plugin(info):
-            def register(spec: ModelSpec) -> None:
-                try:
-                    zoo.add(spec)
-                    info.provides.append(f"model {spec.name}")
-                except MMAgentError as exc:
-                    info.fail(str(exc))
-            return {"register": register}
-
-        plugins.call("register_models", per_plugin)
+        plugins.collect("register_models", lambda spec, _owner: zoo.add(spec), lambda spec: f"model {spec.name}")
         return zoo
 
     def add(self, spec: ModelSpec) -> None:

@@ -47,17 +47,8 @@ class BackendRegistry:
     def from_plugins(cls, plugins) -> "BackendRegistry":
         """A registry filled by every plugin's `register_backends` hook (failures recorded per plugin)."""
         registry = cls()
-
-        def per_plugin(info):
-            def register(backend_cls: type) -> None:
-                try:
-                    registry.register(backend_cls, plugin=info.name)
-                    info.provides.append(f"{backend_cls.role}/{backend_cls.name}")
-                except PluginError as exc:
-                    info.fail(str(exc))
-            return {"register": register}
-
-        plugins.call("register_backends", per_plugin)
+        plugins.collect("register_backends", lambda c, owner: registry.register(c, plugin=owner),
+                        lambda c: f"{c.role}/{c.name}")
         return registry
 
     def list(self, role: str | None = None) -> list[BackendEntry]:
