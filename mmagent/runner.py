@@ -329,10 +329,12 @@ def load_graph(target: str):
 
 def run_graph(target: str | Any, prompt: str = "", *, images: Sequence[Source] = (), audio: Sequence[Source] = (),
               attachments: Sequence[Source] = (), settings: Settings | None = None, thread: str | None = None,
-              tokens: bool = False, log: bool = False) -> Iterator[tuple[str, Any]]:
+              tokens: bool = False, log: bool = False, system: str | None = None) -> Iterator[tuple[str, Any]]:
     """Run any LangGraph graph whose state has `messages`: the request goes in as one HumanMessage
     (text, then each image/audio as a standard block holding a media reference); the answer is the
-    text of the last AI message. Yields ("token", text) when `tokens`, then ("result", RunResult)."""
+    text of the last AI message. `system` goes in as the state's `system` when the graph has one
+    (mmagent's `MMState`), else as a SystemMessage before the request. Yields ("token", text) when
+    `tokens`, then ("result", RunResult)."""
     from langchain_core.messages import AIMessage, AIMessageChunk
 
     settings = settings or load_settings()
@@ -347,7 +349,15 @@ def run_graph(target: str | Any, prompt: str = "", *, images: Sequence[Source] =
         final: dict = {}
         streamed = False
         modes = ["values", *(["messages"] if tokens else [])]
-        for mode, chunk in graph.stream({"messages": [message]}, config, stream_mode=modes):
+        state_in: dict[str, Any] = {"messages": [message]}
+        if system:
+            if "system" in (getattr(graph, "channels", {}) or {}):
+                state_in["system"] = _clean_text(system)
+            else:
+                from langchain_core.messages import SystemMessage
+
+                state_in["messages"] = [SystemMessage(_clean_text(system)), message]
+        for mode, chunk in graph.stream(state_in, config, stream_mode=modes):
             if mode == "values":
                 final = chunk
             elif isinstance(chunk[0], AIMessageChunk) and isinstance(chunk[0].content, str) and chunk[0].content:

@@ -77,6 +77,32 @@ def test_cli_graph_accepts_uncompiled_builders_and_factories(user_graph, attr):
     assert proc.returncode == 0 and proc.stdout.strip() == "hi | 1 message(s) | no files | refs=True"
 
 
+def test_cli_graph_takes_system_and_model_choices(tmp_path):
+    path = tmp_path / "g.py"
+    path.write_text('''
+from langchain_core.messages import AIMessage, SystemMessage
+from langgraph.graph import END, START, MessagesState, StateGraph
+from mmagent.config import load_settings
+
+
+def reply(state: MessagesState):
+    system = [m.text for m in state["messages"] if isinstance(m, SystemMessage)]
+    return {"messages": [AIMessage(f"system={system} llm={load_settings().role('llm').model}")]}
+
+
+b = StateGraph(MessagesState)
+b.add_node("reply", reply)
+b.add_edge(START, "reply")
+b.add_edge("reply", END)
+graph = b.compile()
+''')
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    proc = _cli("run", "--graph", f"{path}:graph", "-s", "Be terse.", "-m", f"llm={folder}", "hi")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"system=['Be terse.'] llm={folder}"
+
+
 def test_cli_graph_continues_a_thread(user_graph):
     first = _cli("run", "--graph", f"{user_graph}:graph", "--thread", "t-user", "one")
     second = _cli("run", "--graph", f"{user_graph}:graph", "-c", "two")

@@ -100,7 +100,9 @@ def _execute(prompt: str, *, graph_target: str | None, stream_tokens: bool, thre
 
     media = {k: options.pop(k) for k in ("images", "audio", "attachments")}
     if graph_target:
-        events = runner.run_graph(graph_target, prompt, thread=thread, tokens=stream_tokens, log=log, **media)
+        _export_role_choices(options["settings"])
+        events = runner.run_graph(graph_target, prompt, thread=thread, tokens=stream_tokens, log=log,
+                                  system=options.get("system"), settings=options["settings"], **media)
     else:
         events = runner.stream(prompt, thread=thread, tokens=stream_tokens, log=log, **media, **options)
     result = None
@@ -115,6 +117,18 @@ def _execute(prompt: str, *, graph_target: str | None, stream_tokens: bool, thre
         elif kind == "result":
             result = value
     return result
+
+
+def _export_role_choices(settings) -> None:
+    """`-m`/`-b` for a user's graph: the graph builds its own backends from the configuration, so
+    this run's choices go into the process environment (MMAGENT_<ROLE>_MODEL / _BACKEND), which
+    the configuration reads — this process only."""
+    import os
+
+    for key, source in settings.sources.items():
+        parts = key.split(".")
+        if source == "argument" and len(parts) == 3 and parts[0] == "roles" and parts[2] in ("model", "backend"):
+            os.environ[f"MMAGENT_{parts[1].upper()}_{parts[2].upper()}"] = str(getattr(settings.role(parts[1]), parts[2]))
 
 
 def _print_steps(result) -> None:
