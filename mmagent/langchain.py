@@ -138,6 +138,8 @@ class ChatMMAgent(BaseChatModel):
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
     max_retries: int = 0
     planner: str = "auto"
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    """Options for the backend `model` names (e.g. {"tool_calling": True} for a local chat model)."""
     backend: Any = Field(default=None, exclude=True)
     """An mmagent backend instance (graph nodes pass theirs); wins over `model`."""
     toolbox: Any = Field(default=None, exclude=True)
@@ -179,7 +181,8 @@ class ChatMMAgent(BaseChatModel):
 
             role, name, model = parse_model(self.model or "llm")
             registry = get_registry()
-            self._resolved = registry.create(role, name, **({"model": model} if model else {}))
+            self._resolved = registry.create(role, name, **({"model": model} if model else {}),
+                                             **self.backend_options)
         return self._resolved
 
     def _settings_for_pipeline(self):

@@ -135,6 +135,13 @@ def test_model_specs(spec, parsed):
     assert parse_model(spec) == parsed
 
 
+def test_backend_options_reach_the_backend(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    chat = ChatMMAgent(model="llm/openai", backend_options={"base_url": "http://127.0.0.1:9/v1"})
+    backend = chat.get_backend()
+    assert backend.name == "openai" and backend.options.get("base_url") == "http://127.0.0.1:9/v1"
+
+
 def test_bad_model_spec_is_an_input_error():
     from mmagent.errors import InputError
 
