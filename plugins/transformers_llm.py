@@ -6,6 +6,15 @@ dequantizes it once into a transformers folder (`mmagent models prepare smollm2-
 `chat(..., schema=...)` decodes under a JSON schema with xgrammar (a logits processor that masks
 every token the grammar does not allow): the reply is JSON following the schema whatever the
 model's weights, provided it fits in `max_tokens` (else `finish_reason` is "length").
+
+Tool calling is opt-in (`tool_calling=True` as a backend option, or `[roles.llm] options =
+{tool_calling = true}`) and needs xgrammar: `chat(messages, tools=[...])` then decodes under a
+schema that allows exactly a call of one offered tool, `{"tool": NAME, "arguments": {...}}` with
+the arguments under that tool's parameters schema, or a final answer, `{"answer": "..."}`. The
+tools and this format are described in a system instruction; earlier calls are shown as the JSON
+the model wrote and tool results as user turns (a chat template need not know a "tool" role).
+Off by default: the tool-chain graph uses an LLM planner whenever `supports_tools` is true, and a
+135M model plans worse than the rule planner.
 """
 
 from __future__ import annotations
@@ -14,14 +23,15 @@ import importlib.util
 import json
 import re
 import threading
+import uuid
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from mmagent import hookimpl
-from mmagent.backends import ChatModel, ChatResult, Message, ToolSpec
-from mmagent.errors import BackendError, InputError
+from mmagent.backends import ChatModel, ChatResult, Message, ToolCall, ToolSpec
+from mmagent.errors import BackendError, ConfigError, InputError
 from mmagent.zoo import ModelSpec
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -70,6 +80,15 @@ class TransformersChat(ChatModel):
     #: Constrained JSON decoding needs xgrammar (checked without importing it).
     supports_schema = importlib.util.find_spec("xgrammar") is not None
 
+    def __init__(self, model: str | None = None, device: str = "auto", dtype: str = "auto", **options: Any):
+        super().__init__(model, device, dtype, **options)
+        if _flag(options.get("tool_calling", False), f"llm/{self.name} option tool_calling"):
+            if not self.supports_schema:
+                raise BackendError(f"llm/{self.name}: tool_calling=true needs xgrammar, which is not "
+                                   f"installed ({_XGRAMMAR_HINT})")
+            #: Per instance: only a backend created with tool_calling=True calls tools.
+            self.supports_tools = True
+
     def load_model(self):
         from ._hf import model_source
 
@@ -91,13 +110,34 @@ class TransformersChat(ChatModel):
     def chat(self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None,
              max_tokens: int = 256, temperature: float = 0.0, stop: Sequence[str] | None = None,
              schema: dict[str, Any] | None = None) -> ChatResult:
-        """`schema`: a JSON schema the reply must follow (constrained decoding with xgrammar)."""
+        """`schema`: a JSON schema the reply must follow (constrained decoding with xgrammar).
+        `tools` are offered only when this backend was created with `tool_calling=True` (else they
+        are ignored, as `supports_tools` is false); `stop` then cuts the answer's text."""
+        if tools and self.supports_tools:
+            if schema is not None:
+                raise InputError(f"llm/{self.name}: pass tools or a schema, not both")
+            return self._chat_with_tools(messages, tools, max_tokens=max_tokens, temperature=temperature, stop=stop)
         processors = [self._schema_processor(schema)] if schema is not None else None
         counts: dict[str, int] = {}
         text = "".join(self._stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop,
                                     logits_processor=processors, counts=counts))
         finish = "length" if counts.get("new_tokens", 0) >= max_tokens and not counts.get("ended") else "stop"
         return ChatResult(text=text.strip(), finish_reason=finish)
+
+    def _chat_with_tools(self, messages: Sequence[Message], tools: Sequence[ToolSpec], *, max_tokens: int,
+                         temperature: float, stop: Sequence[str] | None) -> ChatResult:
+        """One decision: a call of an offered tool, or the answer (see the module's docstring)."""
+        self._check_text(messages)
+        names = [t.name for t in tools]
+        if len(set(names)) != len(names):
+            raise InputError(f"llm/{self.name}: tool names must be unique, got {', '.join(names)}")
+        # Unsorted: the grammar writes keys in the schema's order, and "tool" must come before "arguments".
+        processor = self._schema_processor(tool_reply_schema(tools), sort_keys=False)
+        counts: dict[str, int] = {}
+        text = "".join(self._stream(tool_prompt(messages, tools), max_tokens=max_tokens, temperature=temperature,
+                                    stop=None, logits_processor=[processor], counts=counts)).strip()
+        cut = counts.get("new_tokens", 0) >= max_tokens and not counts.get("ended")
+        return parse_tool_reply(text, stop=stop, cut=cut)
 
     def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0,
                stop: Sequence[str] | None = None) -> Iterator[str]:
@@ -153,25 +193,29 @@ class TransformersChat(ChatModel):
         if errors:
             raise BackendError(f"llm/{self.name} generation failed: {errors[0]}") from errors[0]
 
-    def _schema_processor(self, schema: dict[str, Any]):
-        """A fresh logits processor for one `generate` call that keeps the reply inside `schema`."""
+    def _schema_processor(self, schema: dict[str, Any], *, sort_keys: bool = True):
+        """A fresh logits processor for one `generate` call that keeps the reply inside `schema`
+        (whose properties are written in their order in the schema, sorted with `sort_keys`)."""
         if not self.supports_schema:
             raise BackendError(f"llm/{self.name}: decoding under a JSON schema needs xgrammar ({_XGRAMMAR_HINT})")
         tokenizer, model, _ = self.model
         compiler = _grammar_compiler(tokenizer, model)
         try:
             # Compact separators and no free whitespace: nothing for a model to loop on between tokens.
-            grammar = compiler.compile_json_schema(json.dumps(schema, sort_keys=True), any_whitespace=False)
+            grammar = compiler.compile_json_schema(json.dumps(schema, sort_keys=sort_keys), any_whitespace=False)
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError for schemas it cannot compile
             reason = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", str(exc)).strip()  # drop xgrammar's C++ location
             raise InputError(f"llm/{self.name}: cannot decode under this JSON schema: {reason}") from exc
         return _GrammarMask(grammar)
-    def _encode(self, tokenizer, messages: Sequence[Message]):
-        chat = []
+
+    def _check_text(self, messages: Sequence[Message]) -> None:
         for m in messages:
             if not isinstance(m.content, str) and any(p.type != "text" for p in m.content):
                 raise InputError(f"llm/{self.name} reads text only; route images and audio through tools or a VLM")
-            chat.append({"role": m.role, "content": m.text})
+
+    def _encode(self, tokenizer, messages: Sequence[Message]):
+        self._check_text(messages)
+        chat = [{"role": m.role, "content": m.text} for m in messages]
         return tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
                                              return_dict=True)
 
@@ -229,6 +273,119 @@ class _GrammarMask:
             backend = "cpu" if scores.device.type == "cpu" else "torch_native"
             xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device), backend=backend)
         return scores
+
+
+# -- tool calling ------------------------------------------------------------------------------------
+
+TOOL_INSTRUCTION = """You can use these tools:
+{tools}
+
+Reply with one JSON object and nothing else. To call a tool:
+{{"tool": "<tool name>", "arguments": {{<its arguments>}}}}
+When you can answer the user (for example from a tool result), give the answer:
+{{"answer": "<your answer>"}}"""
+
+#: How a tool result is shown to the model, as a user turn.
+TOOL_RESULT = "Result of {name}:\n{content}"
+
+
+def tool_reply_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    """Exactly one call of an offered tool, its arguments under its parameters schema, or an answer."""
+    calls = [{"type": "object", "properties": {"tool": {"const": t.name}, "arguments": _arguments_schema(t)},
+              "required": ["tool", "arguments"], "additionalProperties": False} for t in tools]
+    answer = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
+              "additionalProperties": False}
+    return {"anyOf": [*calls, answer]}
+
+
+def _arguments_schema(tool: ToolSpec) -> dict[str, Any]:
+    schema = dict(tool.parameters or {})
+    schema.setdefault("type", "object")
+    schema.setdefault("properties", {})
+    return schema
+
+
+def describe_tool(tool: ToolSpec) -> str:
+    """One line per tool for the system instruction: name, description, arguments."""
+    schema = _arguments_schema(tool)
+    required = set(schema.get("required", []))
+    arguments = []
+    for name, spec in schema["properties"].items():
+        kind = spec.get("type", "any")
+        kind = f"one of {', '.join(json.dumps(v) for v in spec['enum'])}" if "enum" in spec else kind
+        note = f": {spec['description']}" if spec.get("description") else ""
+        arguments.append(f"{name} ({kind}{', required' if name in required else ''}){note}")
+    return f"- {tool.name}: {tool.description.strip()} Arguments: {'; '.join(arguments) or 'none'}."
+
+
+def tool_prompt(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> list[Message]:
+    """The conversation as a plain chat: system (theirs, then the tools and the reply format),
+    user and assistant turns only. Assistant tool calls become the JSON the model writes; tool
+    results become user turns; consecutive turns of one role are joined."""
+    instruction = TOOL_INSTRUCTION.format(tools="\n".join(describe_tool(t) for t in tools))
+    system = [m.text for m in messages if m.role == "system"]
+    names: dict[str, str] = {}
+    turns: list[tuple[str, str]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        if m.role == "assistant":
+            for call in m.tool_calls:
+                names[call.id] = call.name
+            if m.tool_calls:
+                text = "\n".join(json.dumps({"tool": c.name, "arguments": c.arguments}) for c in m.tool_calls)
+            else:
+                text = json.dumps({"answer": m.text})
+            role = "assistant"
+        elif m.role == "tool":
+            role, text = "user", TOOL_RESULT.format(name=names.get(m.tool_call_id or "", "a tool"), content=m.text)
+        else:
+            role, text = m.role, m.text
+        if turns and turns[-1][0] == role:
+            turns[-1] = (role, f"{turns[-1][1]}\n\n{text}")
+        else:
+            turns.append((role, text))
+    return [Message("system", "\n\n".join([*system, instruction])), *(Message(r, t) for r, t in turns)]
+
+
+def parse_tool_reply(text: str, *, stop: Sequence[str] | None = None, cut: bool = False) -> ChatResult:
+    """The grammar-shaped reply as a ChatResult: a tool call (finish_reason "tool_calls") or the
+    answer. A reply cut at max_tokens keeps what it had of an answer (finish_reason "length")."""
+    try:
+        reply = json.loads(text)
+    except ValueError:
+        if not cut:
+            raise BackendError(f"a tool-calling reply is not the JSON its grammar allows: {text[:200]!r}") from None
+        return ChatResult(_partial_answer(text), finish_reason="length")
+    if "tool" in reply:
+        call = ToolCall(f"call_{uuid.uuid4().hex[:12]}", reply["tool"], reply["arguments"])
+        return ChatResult("", tool_calls=(call,), finish_reason="tool_calls")
+    answer = reply["answer"]
+    at = _first_stop(answer, stop)
+    return ChatResult((answer if at is None else answer[:at]).strip())
+
+
+def _partial_answer(text: str) -> str:
+    """What a cut `{"answer": "...` had written; "" for a cut tool call."""
+    head = re.match(r'^\{\s*"answer"\s*:\s*"', text)
+    if head is None:
+        return ""
+    rest = text[head.end():]
+    for trim in range(6):  # drop an escape sequence cut in the middle
+        try:
+            return json.loads(f'"{rest[:len(rest) - trim]}"').strip()
+        except ValueError:
+            continue
+    return ""
+
+
+def _flag(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+    if isinstance(value, str) and value.strip().lower() in words:
+        return words[value.strip().lower()]
+    raise ConfigError(f"{what} must be true or false, got {value!r}")
 
 
 def _first_stop(text: str, stop: Sequence[str] | None) -> int | None:
