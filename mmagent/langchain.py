@@ -213,8 +213,11 @@ class ChatMMAgent(BaseChatModel):
             fn = convert_to_openai_tool(tool)["function"]
             specs.append({"name": fn["name"], "description": fn.get("description", ""),
                           "parameters": fn.get("parameters", {"type": "object", "properties": {}})})
-        if tool_choice not in (None, "auto", "any", "required") and tool_choice not in {s["name"] for s in specs}:
+        if tool_choice not in (None, "auto", "any", "required", "none") and tool_choice not in {s["name"] for s in specs}:
             raise InputError(f"tool_choice {tool_choice!r} names no bound tool")
+        if tool_choice is not None and getattr(backend, "supports_tool_choice", False):
+            # honoured where the backend can (the local grammar); elsewhere the model chooses
+            kwargs["tool_choice"] = "required" if tool_choice == "any" else tool_choice
         return self.bind(tools=specs, **kwargs)
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -222,10 +225,11 @@ class ChatMMAgent(BaseChatModel):
         if not self._direct():
             return self._run_pipeline(messages, **kwargs)
         backend = self.get_backend()
+        extra = {"tool_choice": kwargs["tool_choice"]} if kwargs.get("tool_choice") and kwargs.get("tools") else {}
         result = backend.chat(to_mmagent_messages(messages), tools=_specs(kwargs.get("tools")),
                               max_tokens=kwargs.get("max_tokens", self.max_tokens),
                               temperature=kwargs.get("temperature", self.temperature),
-                              stop=stop or self.stop)
+                              stop=stop or self.stop, **extra)
         message = AIMessage(
             content=result.text,
             tool_calls=[{"id": c.id, "name": c.name, "args": c.arguments, "type": "tool_call"}
@@ -345,17 +349,25 @@ class MMAgentTool(BaseTool):
     tool: Any = Field(exclude=True)
     toolbox: Any = Field(default=None, exclude=True)
     response_format: str = "content_and_artifact"
+    handle_tool_error: bool = True  # a bad argument or file goes back to the model as the tool's result
 
     def _run(self, run_manager=None, **kwargs: Any):
-        output = self.tool.invoke(kwargs, self.toolbox)
+        from langchain_core.tools import ToolException
+
+        try:
+            output = self.tool.invoke(kwargs, self.toolbox)
+        except MMAgentError as exc:
+            raise ToolException(f"error: {exc}") from exc
         media = [part_to_block(p) for p in output.parts]
         return output.text, {"artifact": output.artifact, "media": media}
 
 
-def as_tools(toolbox=None, *, names: Sequence[str] | None = None, available_only: bool = True) -> list[BaseTool]:
+def as_tools(toolbox=None, *, names: Sequence[str] | None = None, available_only: bool = True,
+             files: Sequence[str] | None = None) -> list[BaseTool]:
     """mmagent's tools (built-in and from plugins) as LangChain `BaseTool`s, for `ToolNode`,
     `create_react_agent` or any LangChain agent. `available_only`: only tools whose backend can
-    run here (with this toolbox)."""
+    run here (with this toolbox). `files`: the only values `file` may take (an enum in the schema
+    the model sees: small models copy a path badly, and an agent should read only what it was given)."""
     from .toolbox import Toolbox
     from .tools import get_tools
 
@@ -363,5 +375,12 @@ def as_tools(toolbox=None, *, names: Sequence[str] | None = None, available_only
     registry = get_tools()
     tools = [registry.get(n) for n in names] if names else (
         registry.available(toolbox) if available_only else registry.list())
-    return [MMAgentTool(name=t.name, description=t.description, args_schema=t.parameters, tool=t, toolbox=toolbox)
-            for t in tools]
+    out = []
+    for t in tools:
+        schema = t.parameters
+        if files and t.file_kind is not None:
+            props = dict(schema.get("properties", {}))
+            props["file"] = {**props.get("file", {}), "enum": [str(f) for f in files]}
+            schema = {**schema, "properties": props}
+        out.append(MMAgentTool(name=t.name, description=t.description, args_schema=schema, tool=t, toolbox=toolbox))
+    return out

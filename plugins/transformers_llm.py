@@ -77,6 +77,8 @@ class TransformersChat(ChatModel):
     default_model = SMOLLM2
     requires = ("torch", "transformers")
     supports_streaming = True
+    #: With tool_calling=True, `tool_choice` ("auto", "required", "none" or a tool's name) is honoured.
+    supports_tool_choice = True
     #: Constrained JSON decoding needs xgrammar (checked without importing it).
     supports_schema = importlib.util.find_spec("xgrammar") is not None
 
@@ -109,14 +111,15 @@ class TransformersChat(ChatModel):
 
     def chat(self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None,
              max_tokens: int = 256, temperature: float = 0.0, stop: Sequence[str] | None = None,
-             schema: dict[str, Any] | None = None) -> ChatResult:
+             schema: dict[str, Any] | None = None, tool_choice: str | None = None) -> ChatResult:
         """`schema`: a JSON schema the reply must follow (constrained decoding with xgrammar).
         `tools` are offered only when this backend was created with `tool_calling=True` (else they
         are ignored, as `supports_tools` is false); `stop` then cuts the answer's text."""
         if tools and self.supports_tools:
             if schema is not None:
                 raise InputError(f"llm/{self.name}: pass tools or a schema, not both")
-            return self._chat_with_tools(messages, tools, max_tokens=max_tokens, temperature=temperature, stop=stop)
+            return self._chat_with_tools(messages, tools, max_tokens=max_tokens, temperature=temperature, stop=stop,
+                                         tool_choice=tool_choice)
         processors = [self._schema_processor(schema)] if schema is not None else None
         counts: dict[str, int] = {}
         text = "".join(self._stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop,
@@ -125,14 +128,15 @@ class TransformersChat(ChatModel):
         return ChatResult(text=text.strip(), finish_reason=finish)
 
     def _chat_with_tools(self, messages: Sequence[Message], tools: Sequence[ToolSpec], *, max_tokens: int,
-                         temperature: float, stop: Sequence[str] | None) -> ChatResult:
+                         temperature: float, stop: Sequence[str] | None,
+                         tool_choice: str | None = None) -> ChatResult:
         """One decision: a call of an offered tool, or the answer (see the module's docstring)."""
         self._check_text(messages)
         names = [t.name for t in tools]
         if len(set(names)) != len(names):
             raise InputError(f"llm/{self.name}: tool names must be unique, got {', '.join(names)}")
         # Unsorted: the grammar writes keys in the schema's order, and "tool" must come before "arguments".
-        processor = self._schema_processor(tool_reply_schema(tools), sort_keys=False)
+        processor = self._schema_processor(tool_reply_schema(tools, tool_choice), sort_keys=False)
         counts: dict[str, int] = {}
         text = "".join(self._stream(tool_prompt(messages, tools), max_tokens=max_tokens, temperature=temperature,
                                     stop=None, logits_processor=[processor], counts=counts)).strip()
@@ -289,13 +293,20 @@ When you can answer the user (for example from a tool result), give the answer:
 TOOL_RESULT = "Result of {name}:\n{content}"
 
 
-def tool_reply_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
-    """Exactly one call of an offered tool, its arguments under its parameters schema, or an answer."""
+def tool_reply_schema(tools: Sequence[ToolSpec], tool_choice: str | None = None) -> dict[str, Any]:
+    """Exactly one call of an offered tool, its arguments under its parameters schema, or an answer.
+    `tool_choice`: "required"/"any" allows calls only; a tool's name allows only that tool."""
+    if tool_choice not in (None, "auto", "none", "required", "any"):
+        tools = [t for t in tools if t.name == tool_choice]
+        if not tools:
+            raise InputError(f"tool_choice {tool_choice!r} names no offered tool")
     calls = [{"type": "object", "properties": {"tool": {"const": t.name}, "arguments": _arguments_schema(t)},
               "required": ["tool", "arguments"], "additionalProperties": False} for t in tools]
     answer = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
               "additionalProperties": False}
-    return {"anyOf": [*calls, answer]}
+    if tool_choice == "none":
+        return answer
+    return {"anyOf": calls if tool_choice not in (None, "auto") else [*calls, answer]}
 
 
 def _arguments_schema(tool: ToolSpec) -> dict[str, Any]:
