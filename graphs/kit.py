@@ -27,13 +27,14 @@ writes it to the graph's custom stream; the answer nodes stream tokens in `strea
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.graph.message import add_messages
 
-from mmagent.content.parts import Part, TextPart, part_from_dict
+from mmagent.content.parts import Part, part_from_dict
 from mmagent.errors import BackendError, InputError
 from mmagent.langchain import ChatMMAgent, block_to_part, is_inline_media, part_to_block
 from mmagent.scenes.prompts import QA_SYSTEM
@@ -284,16 +285,10 @@ class Nodes:
         return self._answer("vlm", messages)
 
     def _answer(self, role: str, messages: list[BaseMessage], max_tokens: int = 128) -> dict:
-        step: dict[str, Any] = {"tool": role}
-        import time
-
+        backend = self.tools.get(role)
+        step: dict[str, Any] = {"tool": role, "backend": backend.name, "model": backend.model_id}
         start = time.perf_counter()
-        try:
-            backend = self.tools.get(role)
-            step.update(backend=backend.name, model=backend.model_id)
-            reply = self.chat_model(role, max_tokens).invoke(messages)
-        except BackendError as exc:
-            raise BackendError(f"{role}: {exc}") from exc
+        reply = self.chat_model(role, max_tokens).invoke(messages)
         step.update(seconds=round(time.perf_counter() - start, 4), output=text_of(reply))
         emit({"step": step})
         answer = text_of(reply).strip()
@@ -331,8 +326,6 @@ class Nodes:
 
     def agent(self, state: MMState, max_turns: int | None = None) -> dict:
         """The chat LLM reads the conversation and either calls tools or answers."""
-        import time
-
         from mmagent.langchain import to_mmagent_messages
 
         backend = self.tools.get("llm")
@@ -404,8 +397,6 @@ class Nodes:
         """Score the question's intents with the embedder when one is available (a recorded step)."""
         if not question.strip() or not self.tools.has("embed"):
             return score_intents(question, None), []
-        import time
-
         start = time.perf_counter()
         step: dict[str, Any] = {"tool": "embed"}
         try:
@@ -477,10 +468,6 @@ def conversation_for_model(state: MMState, accepts: Sequence[str] = ("text",)) -
     return out
 
 
-def conversation_for_text_model(state: MMState) -> list[BaseMessage]:
-    """The conversation for a text-only model: media replaced by their references."""
-    return conversation_for_model(state, ("text",))
-
 
 def resolve_alias(value: Any, files: Sequence[Part]) -> Any:
     """What a model passed as `file`: a reference, "image 1", an index, a sha256 prefix -> the part;
@@ -517,6 +504,3 @@ def needs_render(state: MMState) -> str:
         return END  # a tool already made it (the LLM planner called generate_image / speak)
     return "render"
 
-
-def text_content(parts: Sequence[Part]) -> str:
-    return "\n".join(p.text for p in parts if isinstance(p, TextPart))

