@@ -140,10 +140,13 @@ class TransformersChat(ChatModel):
             raise InputError(f"llm/{self.name}: tool names must be unique, got {', '.join(names)}")
         # Unsorted: the grammar writes keys in the schema's order, and "tool" must come before "arguments".
         processor = self._schema_processor(tool_reply_schema(tools, tool_choice), sort_keys=False)
+        # A call cut half-way is worth nothing: where a call may come, the budget is at least
+        # TOOL_CALL_TOKENS (an answer may then run past max_tokens, up to that budget).
+        budget = max_tokens if tool_choice == "none" else max(max_tokens, TOOL_CALL_TOKENS)
         counts: dict[str, int] = {}
-        text = "".join(self._stream(tool_prompt(messages, tools), max_tokens=max_tokens, temperature=temperature,
+        text = "".join(self._stream(tool_prompt(messages, tools), max_tokens=budget, temperature=temperature,
                                     stop=None, logits_processor=[processor], counts=counts)).strip()
-        cut = counts.get("new_tokens", 0) >= max_tokens and not counts.get("ended")
+        cut = counts.get("new_tokens", 0) >= budget and not counts.get("ended")
         return parse_tool_reply(text, stop=stop, cut=cut)
 
     def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0,
@@ -291,6 +294,9 @@ Reply with one JSON object and nothing else. To call a tool:
 {{"tool": "<tool name>", "arguments": {{<its arguments>}}}}
 When you can answer the user (for example from a tool result), give the answer:
 {{"answer": "<your answer>"}}"""
+
+#: The least number of new tokens a reply that may be a tool call gets (long file paths).
+TOOL_CALL_TOKENS = 256
 
 #: How a tool result is shown to the model, as a user turn.
 TOOL_RESULT = "Result of {name}:\n{content}"

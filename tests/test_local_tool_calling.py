@@ -95,6 +95,18 @@ def test_random_model_replies_are_always_valid_calls_or_answers(tiny_llama, temp
             assert choice is None or (result.finish_reason == "length" and result.text == "")
 
 
+def test_a_tool_call_is_not_cut_by_a_small_answer_budget(tiny_llama):
+    pytest.importorskip("xgrammar")
+    from mmagent.plugins.transformers_llm import TransformersChat
+
+    path = "/tmp/tmp.dqN3wJdscH/examples/media/receipt.png"  # a long path: ~25 tokens as JSON
+    read = ToolSpec("read_text", "Read the text.", {"type": "object", "properties": {
+        "file": {"type": "string", "enum": [path]}}, "required": ["file"]})
+    llm = TransformersChat(model=str(tiny_llama), device="cpu", tool_calling=True)
+    result = llm.chat([Message("user", "Read it.")], tools=[read], max_tokens=5, tool_choice="required")
+    assert result.tool_calls and result.tool_calls[0].arguments == {"file": path}
+
+
 def test_as_tools_files_enum_and_errors_go_back_to_the_model(tmp_path):
     from langchain_core.messages import ToolMessage
     from PIL import Image
