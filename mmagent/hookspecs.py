@@ -29,3 +29,13 @@ def register_tools(register):
 @hookspec
 def register_graphs(register):
     """Call `register(GraphSpec(...))` for each agent graph (pipeline) the plugin provides."""
+
+
+@hookspec
+def register_suites(register):
+    """Call `register(Suite(...))` for each evaluation suite (`mmagent eval --suite NAME`) the plugin provides."""
+
+
+@hookspec
+def register_metrics(register):
+    """Call `register(Metric(...))` for each evaluation metric (a suite's `metric`) the plugin provides."""

