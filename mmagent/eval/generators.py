@@ -160,46 +160,53 @@ _QUESTION_PATTERNS = {
 
 def scene_evidence(scene, question) -> list[str]:
     """The facts a caption or OCR text must state for `question`'s answer to be derivable from it
-    (what telephone-loss attribution looks for in the tool chain's intermediate texts).
+    (what telephone-loss attribution looks for in the tool chain's intermediate texts): every
+    phrase listed is needed.
 
     An object is stated as "<colour> <kind>" ("red circle"), the words the scene's description uses
-    ("a large red circle at the top left"), so a fact is present when that phrase is.
+    ("a large red circle at the top left"), so a fact is present when that phrase is. An absence
+    ("no", a count of 0) cannot be stated by one phrase, but a text that lists every object shows
+    it: its evidence is every object in the scene.
 
-        existence  "yes": the object asked about, ["blue circle"]; "no": [] (an absence cannot be
-                   stated by a phrase a text contains)
+        existence  "yes": the object asked about, ["blue circle"]; "no": every object
         colour     the one object of that kind, ["red circle"] (its colour is the answer)
         shape      the one object of that colour, ["red circle"] (its kind is the answer)
         count      one phrase per object counted, in the description's order (duplicates kept:
-                   two red circles -> ["red circle", "red circle"]); a count of 0 -> [].
-                   Counts are derived by listing the objects: the scene captioner and the
-                   description never write a number, so digits or number words would never be
-                   found even in the true description
+                   two red circles -> ["red circle", "red circle"]); a count of 0: every object.
+                   Counts are derived by listing the objects: neither the scene captioner nor the
+                   description writes a number, so digits or number words would never be found,
+                   even in the true description
         position   the two objects as the question names them (["large red circle", "blue
                    square"]); their relation is a matter of coordinates a text states only roughly
-        comparison one phrase per object of either group compared ([] when both groups are empty)
+                   ("at the top left"), so it is not looked for
+        comparison one phrase per object of either group compared; when a group is empty (its
+                   count, 0, is an absence): every object
         read       the word as printed (["STOP"])
 
-    Empty evidence: nothing a text could contain would show the answer.
+    Objects are listed in the description's order (top row first, then left to right).
     """
     match = _QUESTION_PATTERNS[question.type].fullmatch(question.question)
     if match is None:
         raise ValueError(f"unexpected {question.type} question {question.question!r}: "
                          "mmagent.scenes.questions changed; update scene_evidence")
+    every = [_object_phrase(o) for o in _in_reading_order(scene)]
     kind = question.type
     if kind == "existence":
-        return [f"{match[1]} {match[2]}"] if question.answer == "yes" else []
+        return [f"{match[1]} {match[2]}"] if question.answer == "yes" else every
     if kind == "colour":
         return [f"{question.answer} {match[1]}"]
     if kind == "shape":
         return [f"{match[1]} {question.answer}"]
     if kind == "count":
-        return [_object_phrase(o) for o in _group(scene, match[1])]
+        return [_object_phrase(o) for o in _group(scene, match[1])] or every
     if kind == "position":
         return [match[1], match[2]]
     if kind == "comparison":
         first, second = _group(scene, match[1]), _group(scene, match[2])
+        if not first or not second:
+            return every
         return [_object_phrase(o) for o in _in_reading_order(scene) if o in first or o in second]
-    return [scene.word] if scene.word else []
+    return [scene.word]
 
 
 def scenes_vqa(limit: int | None, seed: int, media_dir: str | os.PathLike[str]) -> Iterator[EvalItem]:
@@ -265,8 +272,7 @@ OCR_COLOURS = (
 )
 
 
-def _ocr_number(rng: random.Random) -> str:
-    form = rng.randrange(5)
+def _ocr_number(rng: random.Random, form: int) -> str:
     if form == 0:
         return f"{rng.randint(1, 99)}.{rng.randrange(100):02d}"  # a price: 9.75
     if form == 1:
@@ -279,7 +285,8 @@ def _ocr_number(rng: random.Random) -> str:
 
 
 def ocr_text(seed: int, index: int) -> tuple[str, str, random.Random]:
-    """(text, type, the rng that goes on to draw its look) of OCR item `index`."""
+    """(text, type, the rng that goes on to draw its look) of OCR item `index`: a word, a phrase and a
+    number in turn; the numbers a price, a dollar amount, an integer, a date and a time in turn."""
     rng = random.Random(f"mmagent-suite:ocr:{seed}:{index}")
     kind = ("word", "phrase", "number")[index % 3]
     if kind == "word":
@@ -287,7 +294,7 @@ def ocr_text(seed: int, index: int) -> tuple[str, str, random.Random]:
     elif kind == "phrase":
         text = rng.choice(OCR_PHRASES)
     else:
-        text = _ocr_number(rng)
+        text = _ocr_number(rng, (index // 3) % 5)
     return text, kind, rng
 
 
