@@ -88,11 +88,14 @@ class _ToolChainNodes(Nodes):
         kinds = {p.type for p in files_in_scope(state)} - {"audio"}  # audio was transcribed already
         for kind in sorted(kinds):
             candidates = [t for t in get_tools().list() if t.file_kind == kind]
+            reasons = {t.name: self.tools.why_unavailable(t.role) if t.role else None for t in candidates}
             focused = [t for t in candidates if intent.top in t.intents and intent.top != "describe"]
-            wanted = focused or [t for t in candidates if t.auto or any(intent.wants(i) for i in t.intents)]
-            for tool in wanted:
-                reason = self.tools.why_unavailable(tool.role) if tool.role else None
-                (skipped.__setitem__(tool.name, reason) if reason else chosen.append(tool.name))
+            general = [t for t in candidates if t.auto or any(intent.wants(i) for i in t.intents)]
+            # The tools focused on the intent when one can run; else the general ones (a count
+            # question with no detector here is still answered from the caption and OCR).
+            usable = [t for t in focused if not reasons[t.name]] or [t for t in general if not reasons[t.name]]
+            chosen += [t.name for t in usable]
+            skipped.update({t.name: reasons[t.name] for t in [*focused, *general] if reasons[t.name]})
         output = resolve_output(state, intent)
         plan = {"planner": "rules", "intent": intent.top, "intent_scores": {k: round(v, 3) for k, v in intent.scores.items()},
                 "intent_method": intent.method, "tools": chosen, "skipped": skipped, "output": output}

@@ -78,6 +78,17 @@ def test_describe_uses_captioner_and_detect_adds_boxes(receipt):
     assert det["detections"][0]["box"] == [1.0, 1.0, 32.0, 24.0]
 
 
+def test_a_count_question_without_a_detector_is_answered_from_caption_and_ocr(receipt):
+    # Found by `mmagent eval`: "How many ...?" focuses on the detector; with none here the plan was
+    # empty and the LLM answered blind.
+    llm = ScriptedLLM("two")
+    box = scripted_toolbox(caption=ScriptedCaptioner("two red squares"), ocr=ScriptedOCR([]), llm=llm)
+    result = run("How many shapes are there?", images=[receipt], toolbox=box, planner="rules")
+    assert result.plan["tools"] == ["read_text", "caption_image"]
+    assert result.plan["skipped"] == {"detect_objects": "no detect backend in this toolbox"}
+    assert "two red squares" in llm.calls[0]["messages"][-1].text
+
+
 def test_speech_output_is_synthesized_and_saved(tmp_path, receipt):
     box = scripted_toolbox(ocr=ScriptedOCR(), llm=ScriptedLLM("Nine seventy-five."), tts=ScriptedTTS())
     result = run("Read the total and say the answer out loud", images=[receipt], toolbox=box, planner="rules")

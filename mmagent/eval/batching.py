@@ -172,4 +172,4 @@ def batching_toolbox(toolbox: Toolbox, size: int, in_flight: Callable[[], int] |
         return toolbox, batchers
     for role in list(toolbox._backends):  # keep what the caller chose explicitly
         backends.setdefault(role, toolbox._backends[role])
-    return Toolbox(backends, settings=toolbox.settings), batchers
+    return Toolbox(backends, settings=toolbox.settings, exclusive=toolbox._exclusive), batchers

@@ -128,7 +128,7 @@ class Evaluator:
     """Runs items through one pipeline and scores them; shared by the local and the Ray engine."""
 
     def __init__(self, pipeline: str, suite: Suite, metric: Metric, *, batch_size: int = 1, seed: int = 0,
-                 settings: Settings | None = None, extra_metrics: Sequence[Metric] = ()):
+                 settings: Settings | None = None, extra_metrics: Sequence[Metric] = (), toolbox: Any = None):
         self.pipeline, self.suite, self.metric, self.seed = pipeline, suite, metric, seed
         self.extra_metrics = list(extra_metrics)
         self.batch_size = max(1, batch_size)
@@ -146,7 +146,7 @@ class Evaluator:
             from ..toolbox import Toolbox
             from .batching import batching_toolbox
 
-            self.toolbox, self.batchers = batching_toolbox(Toolbox(settings=self.settings), self.batch_size,
+            self.toolbox, self.batchers = batching_toolbox(toolbox or Toolbox(settings=self.settings), self.batch_size,
                                                            self.in_flight, max_tokens=suite.max_tokens)
 
     def in_flight(self) -> int:
@@ -319,8 +319,9 @@ def run_eval(*, suite: str | Suite | None = None, data: str | None = None, pipel
              out: str | os.PathLike[str], limit: int | None = None, batch_size: int = 1, resume: bool = False,
              seed: int = 0, engine: str = "local", metric: str | None = None, mapping: dict[str, str] | None = None,
              address: str | None = None, workers: int | None = None, settings: Settings | None = None,
-             progress: ProgressFn | None = None, on_skipped: Callable[[Skipped], None] | None = None) -> EvalRun:
+             toolbox: Any = None, progress: ProgressFn | None = None, on_skipped: Callable[[Skipped], None] | None = None) -> EvalRun:
     """Evaluate `pipelines` on a suite's (or the user's) items into folder `out`; see the module doc.
+    `toolbox`: the backends registered pipelines use (default: the configured ones; local engine).
     `progress(pipeline, done, total)` is called as rows finish; `on_skipped` for each bad data row."""
     if engine not in ENGINES:
         raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -362,7 +363,7 @@ def run_eval(*, suite: str | Suite | None = None, data: str | None = None, pipel
                 memory = None
             else:
                 evaluator = Evaluator(name, chosen, chosen_metric, batch_size=batch_size, seed=seed,
-                                      settings=settings, extra_metrics=extras)
+                                      settings=settings, extra_metrics=extras, toolbox=toolbox)
                 stream, memory = evaluator.rows(todo), PeakMemory()
             with memory or _Null():
                 for row in stream:
