@@ -376,7 +376,10 @@ def _render_receipt(shop: str, lines: list[tuple[str, int]], total: int, rng: ra
         draw.text((price_right - (right - left) - left, y), text, fill=ink, font=font)
 
     y = margin
-    draw.text((margin, y), shop, fill=ink, font=big)
+    x = margin  # the shop's words one by one, a wide space apart (the font's own space is narrow in
+    for word in shop.split():  # capitals: OCR reads "CORNERCAFE")
+        draw.text((x, y), word, fill=ink, font=big)
+        x += round(draw.textlength(word, font=big) + 0.5 * big.size)
     y += 50
     for name, cents in lines:
         draw.text((margin, y), name, fill=ink, font=small)
