@@ -620,19 +620,18 @@ def svg_pareto(summary: dict[str, Any]) -> str | None:
             points.append((name, lat, acc))
     if not points:
         return None
-    width, height, left, right, top, bottom = 640, 380, 62, 30, 24, 54
+    width, height, left, right, top, bottom = 640, 400, 62, 30, 40, 54
     plot_w, plot_h = width - left - right, height - top - bottom
     lats = [p[1] for p in points]
     positive = [v for v in lats if v > 0]
     log = bool(positive) and len(positive) == len(lats) and max(lats) / min(positive) >= 10
     if log:
-        lo = 10 ** math.floor(math.log10(min(lats)))
-        hi = 10 ** math.ceil(math.log10(max(lats)))
-        if hi <= lo:
-            hi = lo * 10
-        decades = round(math.log10(hi / lo))
-        ticks = [lo * 10 ** i * m for i in range(decades + 1) for m in ((1, 2, 5) if decades <= 2 else (1,))]
-        ticks = [t for t in ticks if t <= hi * 1.0001]
+        lo, hi = min(lats) / 1.8, max(lats) * 1.8  # room for the points and their labels
+        first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+        ticks = [10.0 ** k * m for k in range(first, last + 1) for m in (1, 2, 5)]
+        ticks = [t for t in ticks if lo <= t <= hi]
+        if len(ticks) > 8:
+            ticks = [t for t in ticks if math.isclose(10 ** round(math.log10(t)), t)]
 
         def x(v: float) -> float:
             return left + (math.log10(max(v, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * plot_w
@@ -686,7 +685,7 @@ def svg_pareto(summary: dict[str, Any]) -> str | None:
                                (px, py + 22, "middle"), (px + 11, py - 12, "start"), (px + 11, py + 20, "start")):
             x0 = lx if anchor == "start" else lx - w if anchor == "end" else lx - w / 2
             box = (x0, ly - h + 3, x0 + w, ly + 3)
-            inside = box[0] >= 0 and box[2] <= width and box[1] >= 0 and box[3] <= top + plot_h
+            inside = box[0] >= 0 and box[2] <= width and box[1] >= top - 4 and box[3] <= top + plot_h
             if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
                 break
         placed.append(box)
@@ -694,9 +693,9 @@ def svg_pareto(summary: dict[str, Any]) -> str | None:
                       f'<tspan class="name">{_e(name)}</tspan> {_e(_pct(acc, 0))} · {_e(_secs(lat))}</text>')
     out += labels
     if len(front) >= 2:
-        out.append(f'<g class="legend"><line class="pareto" x1="{left + plot_w - 150}" x2="{left + plot_w - 126}" '
-                   f'y1="{top + plot_h - 14}" y2="{top + plot_h - 14}"/><text x="{left + plot_w - 120}" '
-                   f'y="{top + plot_h - 10}">Pareto front</text></g>')
+        out.append(f'<g class="legend"><line class="pareto" x1="{left + plot_w - 104}" x2="{left + plot_w - 80}" '
+                   f'y1="{top - 22}" y2="{top - 22}"/><text x="{left + plot_w - 74}" y="{top - 18}">'
+                   f'Pareto front</text></g>')
     out.append("</svg>")
     return "".join(out)
 
@@ -721,7 +720,7 @@ def svg_attribution(summary: dict[str, Any]) -> str | None:
 
     top_count = max(sum(counts(a, t).values()) for a in att.values() for t in types) or 1
     step = max(1, math.ceil(_nice_step(top_count, 4)))
-    y_max = step * math.ceil(top_count / step)
+    y_max = step * math.ceil(top_count * 1.08 / step)  # headroom for the value above the tallest bar
     rotate = any(_text_width(t, 12) > 64 for t in types)
     left, right = 58, 20
     group_w = 70
