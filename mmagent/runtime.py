@@ -38,7 +38,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "mmagent.plugins.diffusers_t2i",
     "mmagent.plugins.openai_client",
     "mmagent.graphs",
-    "mmagent.eval.builtin",
+    "mmagent.eval",
 )
 
 

@@ -220,3 +220,54 @@ def test_cli_runs_a_user_graph_on_user_data_and_reports(tmp_path):
     assert again.exit_code == 2 and "--resume" in again.output and "Traceback" not in again.output
     missing = CliRunner().invoke(build_cli(), ["eval", "--pipelines", "tools"])
     assert missing.exit_code == 2 and "--suite" in missing.output
+
+
+def test_hook_register_suites(tmp_path):
+    import mmagent
+    from mmagent.eval import EvalItem, Suite, get_suites
+    from mmagent.plugin_manager import get_plugins
+
+    def shapes(limit, seed, media_dir):
+        media_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(limit or 4):
+            path = media_dir / f"{i}.png"
+            Image.new("RGB", (10 * (i + 1), 10)).save(path)
+            yield EvalItem(id=f"s{seed}-{i}", question="How many shapes are there?", answer=[str(i + 1)],
+                           images=[str(path)], type="count")
+
+    class Plugin:
+        @mmagent.hookimpl
+        def register_suites(self, register):
+            register(Suite("my-shapes", "widths as counts", shapes, metric="contains", pipelines=("adapter",)))
+            register(Suite("scenes-vqa", "a hijack", shapes))
+
+    info = get_plugins().add(Plugin(), "my-suites")
+    assert get_suites().owners["scenes-vqa"] == "eval"  # a plugin cannot replace a built-in
+    assert "suite my-shapes" in info.provides and any("already registered" in e for e in info.errors)
+    run = run_eval(suite="my-shapes", out=tmp_path / "o", limit=3, toolbox=scripted_toolbox(vlm=CountingVLM()))
+    assert [r["item_id"] for r in run.rows] == ["s0-0", "s0-1", "s0-2"]
+    assert run.summary["pipelines"]["adapter"]["accuracy"] == 1.0
+
+
+def test_hook_register_metrics(tmp_path):
+    import mmagent
+    from mmagent.eval import Metric, get_metrics
+    from mmagent.plugin_manager import get_plugins
+
+    def shouting(prediction, item):
+        return {"score": float(prediction.isupper()), "length": float(len(prediction))}
+
+    class Plugin:
+        @mmagent.hookimpl
+        def register_metrics(self, register):
+            register(Metric("shouting", "all capitals", shouting))
+            register("not a metric")
+
+    info = get_plugins().add(Plugin(), "my-metrics")
+    assert get_metrics().get("shouting").threshold == 1.0
+    assert "metric shouting" in info.provides and any("not an mmagent.eval.Metric" in e for e in info.errors)
+    data = write_items(tmp_path / "d", 2)
+    run = run_eval(data=str(data), pipelines=["adapter"], metric="shouting", out=tmp_path / "o",
+                   toolbox=scripted_toolbox(vlm=ScriptedVLM("LOUD")))
+    assert run.summary["metric"] == "shouting" and run.summary["pipelines"]["adapter"]["accuracy"] == 1.0
+    assert run.rows[0]["metrics"]["length"] == 4.0

@@ -7,7 +7,7 @@
 
 Suites are declared like lmms-eval's tasks: a YAML file (`mmagent eval --suite my.yaml`) or a
 `Suite(...)` registered by a plugin through the `register_suites` hook; metrics likewise through
-`register_metrics`. mmagent's own suites and metrics are registered by `mmagent.eval.builtin`.
+`register_metrics`. mmagent's own suites and metrics are registered by `mmagent.eval` itself.
 Nothing here imports a heavy library.
 """
 
