@@ -25,6 +25,7 @@ from mmagent.eval.runner import run_eval  # noqa: E402
 
 GRAPH = textwrap.dedent('''
     import os
+    import time
 
     from langchain_core.messages import AIMessage
     from langgraph.graph import END, START, MessagesState, StateGraph
@@ -39,6 +40,10 @@ GRAPH = textwrap.dedent('''
         crash = os.environ.get("MMAGENT_TEST_CRASH_ON")
         if crash and crash in text:
             os._exit(3)  # a worker process dying mid-chunk
+        if os.environ.get("MMAGENT_TEST_PIDS"):  # a slow item that leaves its process id behind
+            with open(os.path.join(os.environ["MMAGENT_TEST_PIDS"], str(os.getpid())), "w"):
+                pass
+            time.sleep(2)
         return {"messages": [AIMessage(" ".join([text.upper(), *sizes]))]}
 
 
@@ -162,21 +167,41 @@ def test_a_dead_worker_loses_only_its_chunk_and_resume_redoes_it(cluster, task, 
     assert len(_by_key(read_rows(out / "results.jsonl"))) == 12
 
 
-def test_cli_ray_engine_starts_and_stops_its_own_cluster(no_cluster, task, tmp_path):
-    from click.testing import CliRunner
-
-    from mmagent.cli import build_cli
+def test_ctrl_c_kills_the_workers_and_is_re_raised(cluster, task, tmp_path, monkeypatch):
+    import _thread
+    import os
+    import threading
+    import time
 
     pipeline, data = task
-    out = tmp_path / "cli"
-    result = CliRunner().invoke(build_cli(), ["eval", "--data", str(data), "--pipelines", pipeline, "--engine", "ray",
-                                              "--workers", "2", "--out", str(out), "-q"])
-    assert result.exit_code == 0, result.output
-    assert "report:" in result.output
-    rows = read_rows(out / "results.jsonl")
-    assert len(_by_key(rows)) == 12 and {r["worker"] for r in rows} == {0, 1}
-    assert sum(r["correct"] for r in rows) == 6
-    assert not ray.is_initialized(), "the cluster ray_rows started is shut down"
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    monkeypatch.setenv("MMAGENT_TEST_PIDS", str(pids))
+
+    def interrupt_when_both_work():
+        deadline = time.monotonic() + 60
+        while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_when_both_work, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(data=str(data), pipelines=[pipeline], out=tmp_path / "run", engine="ray", workers=2)
+    workers = [int(p.name) for p in pids.iterdir()]
+    assert len(workers) == 2
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers), "the workers were not killed"
+    assert read_rows(tmp_path / "run" / "results.jsonl") == []  # each was in its first (slow) chunk
 
 
 def test_a_worker_on_another_node_uses_the_shipped_media(cluster, task, tmp_path):
@@ -259,3 +284,20 @@ def test_worker_env_passes_mmagent_and_hf_variables_only():
     env = worker_env({"MMAGENT_HOME": "/h", "HF_HUB_OFFLINE": "1", "PATH": "/bin", "SECRET_TOKEN": "x",
                       "XDG_CONFIG_HOME": "/c"})
     assert env == {"MMAGENT_HOME": "/h", "HF_HUB_OFFLINE": "1", "XDG_CONFIG_HOME": "/c"}
+
+
+def test_cli_ray_engine_starts_and_stops_its_own_cluster(no_cluster, task, tmp_path):
+    from click.testing import CliRunner
+
+    from mmagent.cli import build_cli
+
+    pipeline, data = task
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(build_cli(), ["eval", "--data", str(data), "--pipelines", pipeline, "--engine", "ray",
+                                              "--workers", "2", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "report:" in result.output
+    rows = read_rows(out / "results.jsonl")
+    assert len(_by_key(rows)) == 12 and {r["worker"] for r in rows} == {0, 1}
+    assert sum(r["correct"] for r in rows) == 6
+    assert not ray.is_initialized(), "the cluster ray_rows started is shut down"
