@@ -8,7 +8,7 @@ import random
 import pytest
 
 from mmagent.errors import InputError
-from mmagent.eval.stats import (attribution, bootstrap_ci, compare, mcnemar_p, percentile, pope,
+from mmagent.eval.stats import (classify, attribution, bootstrap_ci, compare, mcnemar_p, percentile, pope,
                                 summarize)
 
 
@@ -144,6 +144,16 @@ def test_attribution_classes():
     assert [e["item_id"] for e in out["examples"]["reasoning"]] == ["d1", "r1", "r2", "r3"]
     assert out["examples"]["unknown"] == [{"item_id": "u1", "question": "q u1", "prediction": "",
                                            "reference": ["no"]}]
+
+
+def test_evidence_facts_are_all_needed_reference_answers_are_alternatives():
+    # Counting three shapes needs all three written down; one of them is not enough.
+    partial = row("c1", "tools", type="count", reference=["3"],
+                  evidence=["red circle", "blue square", "green triangle"], intermediates={"caption": "a red circle"})
+    whole = row("c2", "tools", type="count", reference=["3"], evidence=["red circle", "blue square"],
+                intermediates={"caption": "a red circle and a blue square"})
+    either = row("a1", "tools", type="read", reference=["stop", "halt"], intermediates={"ocr": "HALT"})
+    assert [classify(r) for r in (partial, whole, either)] == ["perception", "reasoning", "reasoning"]
 
 
 def test_attribution_keeps_five_examples_per_class():

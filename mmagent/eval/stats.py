@@ -244,7 +244,9 @@ def classify(row: dict[str, Any]) -> str | None:
     if not facts:
         return "unknown"
     seen = tokens(text)
-    return "reasoning" if any(contains_tokens(seen, fact) for fact in facts) else "perception"
+    # Evidence lists facts the answer needs, all of them; reference answers are alternatives.
+    needed = all if row.get("evidence") else any
+    return "reasoning" if needed(contains_tokens(seen, fact) for fact in facts) else "perception"
 
 
 def attribution(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -253,10 +255,11 @@ def attribution(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         error             the pipeline failed (an error row), nothing to attribute
         no_intermediates  the pipeline wrote no intermediate text (an adapter route)
         unknown           the needed facts are only yes/no: they cannot be looked for
-        reasoning         a needed fact (row["evidence"], else the reference answers; a dict
-                          reference: its values) occurs, normalized and as whole tokens, in the
-                          intermediate texts: the tools saw it, the LLM lost it
-        perception        no needed fact occurs there: the tools never wrote it down
+        reasoning         the needed facts occur, normalized and as whole tokens, in the
+                          intermediate texts — every fact of row["evidence"] (all are needed),
+                          else any reference answer (they are alternatives; a dict reference:
+                          its values): the tools saw it, the LLM lost it
+        perception        they do not: the tools never wrote it down
 
     Returns {"wrong", one count per class, "by_type": {TYPE: same counts}, "examples": {class: up
     to 5 of (item_id, question, prediction, reference)}}."""
