@@ -5,6 +5,8 @@ pipeline: no generation involved."""
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from dataclasses import dataclass
 
 #: Example phrasings per intent. The deterministic planner picks tools from the best matches.
@@ -46,13 +48,28 @@ class Intent:
         return best if best is not None and self.wants(best) else None
 
 
+#: The example phrasings' vectors, embedded once per embedder (the question alone is embedded per
+#: request: 1 sentence, not 1 + 25).
+_vectors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_vectors_lock = threading.Lock()
+
+
+def example_vectors(embedder):
+    """The (n_examples, d) vectors of every intent's examples, in INTENTS order, for `embedder`."""
+    with _vectors_lock:
+        cached = _vectors.get(embedder)
+    if cached is None:
+        cached = embedder.embed([e for name in INTENTS for e in INTENTS[name]])
+        with _vectors_lock:
+            _vectors[embedder] = cached
+    return cached
+
+
 def score_intents(question: str, embedder=None) -> Intent:
     """Score every intent in [0, 1]. `embedder` has `embed(texts) -> (n, d)` L2-normalised rows."""
     if embedder is not None and question.strip():
         names = list(INTENTS)
-        examples = [e for name in names for e in INTENTS[name]]
-        vectors = embedder.embed([question, *examples])
-        sims = vectors[1:] @ vectors[0]
+        sims = example_vectors(embedder) @ embedder.embed([question])[0]
         scores: dict[str, float] = {}
         i = 0
         for name in names:

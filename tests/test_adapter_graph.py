@@ -62,8 +62,30 @@ def test_a_step_record_names_no_intent_as_none():
         def embed(self, texts):
             rows = np.zeros((len(texts), 4), dtype=np.float32)
             rows[:, 0] = 1.0
-            rows[0] = [0.0, 1.0, 0.0, 0.0]  # the question is like no example phrasing
+            if texts == ["what?"]:
+                rows[0] = [0.0, 1.0, 0.0, 0.0]  # the question is like no example phrasing
             return rows
 
     _, [step] = Nodes(scripted_toolbox(embed=Fixed())).intent("what?")
     assert step["tool"] == "embed" and step["output"] == "intent: none"
+
+
+def test_intent_examples_are_embedded_once_per_embedder():
+    from mmagent.graphs.intent import INTENTS
+    from mmagent.graphs.kit import Nodes
+    from mmagent.testing import ScriptedEmbedder
+
+    class Counting(ScriptedEmbedder):
+        sentences = 0
+
+        def embed(self, texts):
+            self.sentences += len(texts)
+            return super().embed(texts)
+
+    embedder = Counting()
+    nodes = Nodes(scripted_toolbox(embed=embedder))
+    first, _ = nodes.intent("what does the text say")
+    again, _ = nodes.intent("what does the text say")
+    examples = sum(len(v) for v in INTENTS.values())
+    assert embedder.sentences == examples + 2  # the examples once, then one question per request
+    assert first == again and first.top == "read"
