@@ -15,3 +15,5 @@ def register_graphs(register):
                        "mmagent.graphs.tool_chain:builder", roles=("llm",)))
     register(GraphSpec("adapter", "LLM + adapter: a vision-language model reads the images",
                        "mmagent.graphs.adapter:builder", roles=("vlm",)))
+    register(GraphSpec("unified", "Unified: one model reads the text, images and audio natively (over an API)",
+                       "mmagent.graphs.unified:builder", roles=("unified",)))

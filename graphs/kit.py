@@ -284,6 +284,17 @@ class Nodes:
         messages = [SystemMessage(state.get("system") or self.VLM_SYSTEM), *history(state), HumanMessage(content)]
         return self._answer("vlm", messages)
 
+    UNIFIED_SYSTEM = ("You answer questions about the user's images and recordings. Be brief and exact; quote "
+                      "numbers and names as you see or hear them.")
+
+    def unified_answer(self, state: MMState) -> dict:
+        """The unified model answers over the images in scope and this turn's audio, as they are."""
+        media = files_in_scope(state, "image") + turn_media(state, "audio")
+        question = state.get("question", "")
+        content = [part_to_block(p) for p in media] + ([{"type": "text", "text": question}] if question else [])
+        messages = [SystemMessage(state.get("system") or self.UNIFIED_SYSTEM), *history(state), HumanMessage(content)]
+        return self._answer("unified", messages)
+
     def _answer(self, role: str, messages: list[BaseMessage], max_tokens: int = 128) -> dict:
         backend = self.tools.get(role)
         step: dict[str, Any] = {"tool": role, "backend": backend.name, "model": backend.model_id}

@@ -19,3 +19,10 @@ def adapter():
     from mmagent.graphs.adapter import build_graph
 
     return build_graph()
+
+
+def unified():
+    """The unified graph (the configured `unified` model reads text, images and audio itself)."""
+    from mmagent.graphs.unified import build_graph
+
+    return build_graph()

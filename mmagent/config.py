@@ -32,7 +32,7 @@ else:  # Python 3.10: the same parser, from PyPI (a dependency there)
     import tomli as tomllib
 
 #: Roles mmagent's contracts define. Plugins may add more; any lowercase name is accepted.
-KNOWN_ROLES = ("asr", "caption", "ocr", "detect", "vlm", "llm", "image_gen", "tts", "embed")
+KNOWN_ROLES = ("asr", "caption", "ocr", "detect", "vlm", "llm", "unified", "image_gen", "tts", "embed")
 ROLE_FIELDS = ("backend", "model", "device", "dtype")
 _ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from mmagent import hookimpl
-from mmagent.backends import ChatModel, ChatResult, Message, ToolCall, ToolSpec, VisionLanguageModel
+from mmagent.backends import ChatModel, ChatResult, Message, ToolCall, ToolSpec, UnifiedModel, VisionLanguageModel
 from mmagent.errors import BackendError, ConfigError, InputError, one_line
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
@@ -229,6 +229,12 @@ class OpenAIVision(OpenAICompatible, VisionLanguageModel):
     name = "openai"
 
 
+class OpenAIUnified(OpenAICompatible, UnifiedModel):
+    """The unified route: images and audio go to the model as they are."""
+
+    name = "openai"
+
+
 # -- wire format ----------------------------------------------------------------------------------
 
 
@@ -318,3 +324,4 @@ def _number(value: Any, name: str, who: str) -> float:
 def register_backends(register):
     register(OpenAIChat)
     register(OpenAIVision)
+    register(OpenAIUnified)

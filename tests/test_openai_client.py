@@ -536,3 +536,43 @@ def test_availability_follows_key_or_server(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     assert OpenAIChat().unavailable_reason() is None
+
+
+def test_unified_pipeline_sends_images_and_audio_natively(server, monkeypatch, tmp_path):
+    import mmagent
+    from mmagent.toolbox import Toolbox
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    unified = get_backend("unified", "openai", model="gpt-4o", base_url=server.url, max_retries=0)
+    assert unified.role == "unified" and unified.accepts == ("text", "image", "audio")
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    (tmp_path / "q.wav").write_bytes(wav_bytes())
+    server.reply(json=completion("A beep and a red rectangle."))
+    result = mmagent.run("What is said and what is shown?", images=[tmp_path / "a.png"], audio=[tmp_path / "q.wav"],
+                         pipeline="unified", output="text", toolbox=Toolbox({"unified": unified}))
+    assert result.answer == "A beep and a red rectangle."
+    assert [s["tool"] for s in result.steps if s["tool"] != "embed"] == ["unified"]  # nothing transcribed first
+    system, user = server.body["messages"]
+    assert system["role"] == "system"
+    kinds = [b["type"] for b in user["content"]]
+    assert kinds == ["image_url", "input_audio", "text"]
+    assert base64.b64decode(user["content"][1]["input_audio"]["data"]) == wav_bytes()
+    assert result.plan["planner"] == "unified" and result.plan["audio"] == 1
+
+
+def test_eval_compares_the_unified_route_over_a_server(server, monkeypatch, tmp_path):
+    import json as _json
+
+    from mmagent.eval.runner import run_eval
+    from mmagent.toolbox import Toolbox
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    unified = get_backend("unified", "openai", model="gpt-4o", base_url=server.url, max_retries=0)
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    rows = [{"id": f"i{i}", "image": "a.png", "question": f"What colour is it? ({i})", "answer": "red"} for i in range(4)]
+    (tmp_path / "d.jsonl").write_text("\n".join(_json.dumps(r) for r in rows))
+    for _ in range(4):
+        server.reply(json=completion("It is red."))
+    run = run_eval(data=str(tmp_path / "d.jsonl"), pipelines=["unified"], out=tmp_path / "o", batch_size=4,
+                   toolbox=Toolbox({"unified": unified}))
+    assert run.summary["pipelines"]["unified"]["accuracy"] == 1.0 and len(server.requests) == 4

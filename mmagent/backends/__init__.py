@@ -24,6 +24,7 @@ from .roles import (
     TextReader,
     TextToImage,
     TextToSpeech,
+    UnifiedModel,
     VisionLanguageModel,
 )
 
@@ -31,6 +32,6 @@ __all__ = [
     "Backend", "BackendEntry", "BackendRegistry", "Captioner", "ChatModel", "ChatResult", "Detection",
     "Embedder", "Message", "ObjectDetector", "OcrLine", "OcrResult", "ROLE_CONTRACTS", "Segment", "SpeechToText",
     "TextReader", "TextToImage", "TextToSpeech", "ToolCall", "ToolSpec", "Transcript",
-    "VisionLanguageModel", "cached_model", "get_backend", "get_registry", "list_backends",
+    "UnifiedModel", "VisionLanguageModel", "cached_model", "get_backend", "get_registry", "list_backends",
     "loaded_models", "unload",
 ]

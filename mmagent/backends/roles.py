@@ -83,6 +83,14 @@ class VisionLanguageModel(ChatModel):
     accepts = ("image", "text")
 
 
+class UnifiedModel(ChatModel):
+    """One model that reads text, images and audio natively (GPT-4o-class, over an API): `chat`
+    messages carry image and audio parts, nothing is transcribed or captioned first."""
+
+    role: ClassVar[str] = "unified"
+    accepts = ("text", "image", "audio")
+
+
 class Embedder(Backend):
     """Sentence embeddings: what the intent router (graphs/intent.py) compares by cosine similarity."""
 
@@ -120,5 +128,5 @@ class TextToSpeech(Backend):
 ROLE_CONTRACTS: dict[str, type[Backend]] = {
     cls.role: cls
     for cls in (SpeechToText, Captioner, TextReader, ObjectDetector, ChatModel, VisionLanguageModel,
-                TextToImage, TextToSpeech, Embedder)
+                UnifiedModel, TextToImage, TextToSpeech, Embedder)
 }
