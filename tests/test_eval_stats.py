@@ -190,7 +190,7 @@ def test_summarize_structure_and_values():
     assert list(summary["pipelines"]) == ["tools", "adapter"]
     tools = summary["pipelines"]["tools"]
     assert set(tools) == {"accuracy", "n", "correct", "errors", "latency_p50_s", "latency_p95_s", "stages",
-                          "peak_rss_mb", "metrics", "by_type", "pope"}
+                          "peak_rss_mb", "batch_size", "metrics", "by_type", "pope"}
     assert tools["accuracy"] == 0.3333 and tools["n"] == 3 and tools["correct"] == 1 and tools["errors"] == 1
     # latency over the rows without error: 9.0 and 8.0
     assert tools["latency_p50_s"] == 8.5 and tools["latency_p95_s"] == 8.95

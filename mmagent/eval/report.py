@@ -264,8 +264,10 @@ def _cost_table(summary: dict[str, Any]) -> Table:
                      stage_text or "–"])
     return Table("Overall: accuracy and cost", ["pipeline", "accuracy", "correct", "errors", "latency p50",
                                                 "latency p95", "peak memory", "stages (p50)"], rows, text_cols=(7,),
-                 note="Latency is the wall time per item; peak memory is the process's peak RSS while the "
-                      "pipeline ran.")
+                 note="Latency is the wall time per item" + (
+                     f" (with --batch-size {batch}, it includes waiting for the batch)" if (batch := max(
+                         (int(p.get("batch_size") or 1) for p in pipes.values()), default=1)) > 1 else "")
+                 + "; peak memory is the process's peak RSS while the pipeline ran.")
 
 
 def _metrics_table(summary: dict[str, Any]) -> Table | None:

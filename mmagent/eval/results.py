@@ -12,7 +12,7 @@ A row:
      "evidence": ["3"],                                            # facts the answer needs
      "error": null,                                                # or "BackendError: ..." (score 0)
      "peak_rss_mb": 812.4,                                         # process peak while this pipeline ran
-     "suite": "scenes-vqa", "seed": 0}
+     "suite": "scenes-vqa", "seed": 0, "batch_size": 8}
 
 Rows are written whole, one `write` of one line, flushed and fsynced: a run killed at any moment
 leaves at most one torn last line, which `read_rows` drops (and `--resume` redoes). A row's key is

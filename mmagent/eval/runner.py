@@ -200,7 +200,7 @@ class Evaluator:
                 "correct": error is None and score >= self.metric.threshold,
                 "metrics": {k: round(float(v), 4) for k, v in scores.items()}, "seconds": round(seconds, 4),
                 "stages": stages, "intermediates": intermediates, "evidence": item.evidence, "error": error,
-                "suite": self.suite.name, "seed": self.seed}
+                "suite": self.suite.name, "seed": self.seed, "batch_size": self.batch_size}
 
     def rows(self, items: Sequence[EvalItem]) -> Iterator[dict[str, Any]]:
         """Rows as items finish (B at a time when batch_size is B)."""

@@ -12,6 +12,7 @@ rates, paired comparisons, telephone-loss attribution, and `summarize` — the `
          "latency_p50_s": float | None, "latency_p95_s": float | None,   # over rows without error
          "stages": {STAGE: {"p50_s": float, "p95_s": float}},          # likewise, sorted by name
          "peak_rss_mb": float | None,                                   # max over rows
+         "batch_size": int | None,                                      # the largest --batch-size of its rows
          "metrics": {KEY: float},    # mean of each other numeric key of the rows' "metrics"
                                      # (wer, cer, relaxed, field:NAME...) over the rows that have it
          "by_type": {TYPE: {"accuracy": float, "n": int, "latency_p50_s": float | None}},
@@ -325,6 +326,7 @@ def _pipeline_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "stages": {stage: {"p50_s": percentile(values, 50), "p95_s": percentile(values, 95)}
                    for stage, values in sorted(stages.items())},
         "peak_rss_mb": max(peaks) if peaks else None,
+        "batch_size": max((int(row["batch_size"]) for row in rows if _number(row.get("batch_size"))), default=None),
         "metrics": {key: _mean(values) for key, values in sorted(extra.items())},
         "by_type": {kind: {"accuracy": _mean([_score(r) for r in group]), "n": len(group),
                            "latency_p50_s": percentile([r.get("seconds") for r in group if not r.get("error")], 50)}
