@@ -1,21 +1,15 @@
-"""Text metrics used by tests, benchmarks and evaluations."""
+"""Text metrics used by tests and benchmarks; the evaluation's metrics are in `mmagent.eval.metrics`."""
 
 from __future__ import annotations
 
-import re
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased words with punctuation removed (apostrophes kept)."""
-    return re.sub(r"[^\w\s']", " ", text.lower()).split()
-
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance / number of reference words (case and punctuation ignored)."""
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(len(ref), 1)
+    """Word error rate (jiwer) after the evaluation's normaliser: case and punctuation ignored,
+    numbers such as 9.75 kept whole. An empty reference: 0 for an empty hypothesis, else 1."""
+    from .eval.metrics import _needs, wer_normalize
+
+    jiwer = _needs("jiwer", "wer")
+    ref, hyp = wer_normalize(reference), wer_normalize(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    return float(jiwer.wer(ref, hyp)) if hyp else 1.0

@@ -30,13 +30,14 @@ from mmagent.plugins.whisper import (
     register_backends,
     whisper_checkpoint,
 )
+from mmagent.eval.metrics import tokens
 from mmagent.plugins.whisper_ct2 import CT2FormatError, convert_ct2_whisper, locate_ct2_whisper, read_ct2_model
 
 #: Two sentences that espeak-ng pronounces clearly enough for Whisper base (about 5.6 s).
 SENTENCES = "My name is Alice and I live in London. I like reading books about history."
 
 
-words = metrics.words
+words = tokens
 wer = metrics.word_error_rate
 
 
