@@ -253,6 +253,8 @@ def test_shipped_media_keep_their_file_names_and_missing_media_fail_as_locally(t
     gone = replace_images(items[0], [str(tmp_path / "nowhere.png")])
     [row] = worker.run([gone], [{}])
     assert row["error"] and "nowhere.png" in row["error"] and row["worker"] == 1 and row["score"] == 0
+    worker.close()
+    assert not Path(copy_a).parent.parent.exists(), "close() removes the worker's copies"
 
 
 def replace_images(item: EvalItem, images: list[str]) -> EvalItem:

@@ -31,6 +31,7 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import tempfile
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -95,7 +96,7 @@ class RayWorker:
 
         self.index = index
         self.failure: str | None = None
-        self.media_dir = Path(tempfile.mkdtemp(prefix=f"mmagent-ray-{index}-"))
+        self._media_dir: Path | None = None  # made when something has to be written here
         self.copies: dict[str, str] = {}
         self.memory = PeakMemory().__enter__()
         try:
@@ -122,8 +123,22 @@ class RayWorker:
         evaluator.pipeline = pipeline  # rows name the pipeline as the user did, wherever its file is here
         return evaluator
 
+    @property
+    def media_dir(self) -> Path:
+        if self._media_dir is None:
+            self._media_dir = Path(tempfile.mkdtemp(prefix=f"mmagent-ray-{self.index}-"))
+        return self._media_dir
+
     def ready(self) -> dict[str, Any]:
         return {"index": self.index, "failure": self.failure, "pid": os.getpid()}
+
+    def close(self) -> None:
+        """Remove the copies this worker wrote; stop sampling memory."""
+        self.memory.__exit__(None, None, None)
+        if self._media_dir is not None:
+            shutil.rmtree(self._media_dir, ignore_errors=True)
+            self._media_dir = None
+        self.copies.clear()
 
     def _local_path(self, path: str, box: list) -> str:
         """`path` if it exists here, else a copy of the shipped bytes under this worker's temp dir."""
@@ -268,6 +283,9 @@ def ray_rows(pipeline: str, suite: Suite, metric: Metric, items: Sequence[EvalIt
             yield from rows
             if queue:
                 submit(index)
+        alive = [a for k, a in enumerate(actors) if k not in {d[0] for d in dead}]
+        if alive:  # idle now, so this is quick
+            ray.wait([a.close.remote() for a in alive], num_returns=len(alive), timeout=30)
         if dead:
             lost = sum(d[1] for d in dead)
             raise BackendError("; ".join(f"ray worker {w} died: {why}" for w, _, why in dead)
