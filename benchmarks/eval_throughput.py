@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import inspect
 import io
 import pstats
 import shlex
@@ -83,6 +84,7 @@ class Timers:
         self.seconds: Counter = Counter()
         self.calls: Counter = Counter()
         self._undo: list = []
+        self.labels: list[str] = []
 
     def patch(self, owner, attr: str, label: str) -> None:
         original = getattr(owner, attr)
@@ -95,8 +97,20 @@ class Timers:
                 self.seconds[label] += time.perf_counter() - start
                 self.calls[label] += 1
 
+        def timed_generator(*args, **kwargs):  # the time until it is used up
+            start = time.perf_counter()
+            try:
+                return (yield from original(*args, **kwargs))
+            finally:
+                self.seconds[label] += time.perf_counter() - start
+                self.calls[label] += 1
+
+        if inspect.isgeneratorfunction(original):
+            timed = timed_generator
+
         setattr(owner, attr, timed)
         self._undo.append((owner, attr, original))
+        self.labels.append(label)
 
     def __enter__(self):
         from mmagent.graphs import adapter, kit
@@ -318,7 +332,7 @@ def main() -> None:
           f"{breakdown_total:.2f} s (inclusive wall time per item; nested lines are part of the line above):\n")
     print("| function | ms/item | calls |")
     print("|---|---|---|")
-    for label in timers.seconds:
+    for label in timers.labels:
         print(f"| {label} | {timers.seconds[label] / n * 1000:.1f} | {timers.calls[label]} |")
 
     def differ(x: str, y: str) -> int:
