@@ -224,6 +224,7 @@ def test_a_worker_on_another_node_uses_the_shipped_media(cluster, task, tmp_path
         assert ray.get(actor.ready.remote())["failure"] is None
         rows = ray.get(actor.run.remote(items, [media]))
     finally:
+        ray.get(actor.close.remote(), timeout=30)
         ray.kill(actor)
     expected = [r for r in local.rows if r["item_id"] in {i.id for i in items}]
     _assert_same_rows(rows, expected)
