@@ -7,23 +7,28 @@ pipeline with the shipped scene VLM (offline):
   ray     `run_eval(..., engine="ray", workers=W, batch_size=B/W)`: W actors on a local Ray
           cluster, each with its own model (Ray gives each actor one CPU thread: OMP_NUM_THREADS)
 
-Timed from the first progress call of the pipeline (the items are made) to its last row; the
-local figure is taken warm (the model loaded by a first, untimed run of 4 items) and cold (a
-fresh process would pay the load: the first run), the Ray figure always includes the workers'
-start and model load (every `run_eval --engine ray` pays them), and separately:
-  - cluster start: `ray.init()` here (what `--engine ray` pays when no cluster runs),
-  - worker start + first chunk: time to each worker's first rows,
-  - steady state: the rows after each worker's first chunk over the time they took.
-Rows are compared: predictions that differ between the engines are counted.
+Each run is timed from the pipeline's first progress call (the items are made) to its last row.
+The local figure is taken warm (model loaded by a first, timed "cold" run) — the Ray figure always
+includes the workers' start and model load, since every `run_eval --engine ray` pays them — and
+separately:
+  - cluster start: `ray.init()` here (what `--engine ray` pays when no cluster is running),
+  - workers' first rows: actor start + model load + one chunk,
+  - steady state: the rows after every worker's first chunk over the time they took.
+Warm local and Ray runs alternate over `--repeats` (medians). Predictions that differ between the
+engines are counted. Ray runs its workers at niceness 15 by default, which only matters when other
+processes compete for the cores; the benchmark sets RAY_worker_niceness=0 (unless set) so that on a
+shared machine both engines compete on equal terms. The load average is printed before and after.
 
-    .venv/bin/python benchmarks/eval_ray.py [--items 48] [--workers 2] [--batch 8]
+    .venv/bin/python benchmarks/eval_ray.py [--items 48] [--workers 2] [--batch 8] [--repeats 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -57,25 +62,43 @@ def run(out: Path, clock: Clock, **kwargs):
     return run_eval(suite=SUITE, pipelines=[PIPELINE], out=out, progress=clock, seed=0, **kwargs)
 
 
+def ray_phases(result, clock: Clock) -> dict[str, float]:
+    """First rows per worker, steady-state items/s (rows in arrival order: a fresh folder)."""
+    first: dict[int, float] = {}
+    for row, at in zip(result.rows, clock.arrivals):
+        first.setdefault(row["worker"], at - clock.start)
+    ramp_end = clock.start + max(first.values())
+    after = [at for at in clock.arrivals if at > ramp_end]
+    steady = len(after) / (after[-1] - ramp_end) if len(after) > 1 else float("nan")
+    return {"first": max(first.values()), "steady": steady}
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=48)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8, help="local batch size; each Ray worker gets batch/workers")
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     command = ".venv/bin/python benchmarks/eval_ray.py " + shlex.join(sys.argv[1:])
+    os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
 
     worker_batch = max(1, args.batch // args.workers)
     n = args.items
+    load_before = load()
+    local_s: list[float] = []
+    ray_s: list[float] = []
+    phases: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="mmagent-eval-ray-") as tmp:
         tmp = Path(tmp)
         cold = Clock()
         run(tmp / "local-cold", cold, limit=n, batch_size=args.batch)
         print(f"local cold (model load included): {cold.seconds:.2f} s", flush=True)
-        warm = Clock()
-        local = run(tmp / "local", warm, limit=n, batch_size=args.batch)
-        print(f"local warm: {warm.seconds:.2f} s", flush=True)
 
         t0 = time.perf_counter()
         ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
@@ -83,46 +106,50 @@ def main() -> None:
         cpus = int(ray.cluster_resources().get("CPU", 0))
         print(f"ray.init: {cluster_start:.2f} s ({cpus} CPUs)", flush=True)
         try:
-            clock = Clock()
-            t0 = time.perf_counter()
-            remote = run(tmp / "ray", clock, limit=n, batch_size=worker_batch, engine="ray", workers=args.workers)
-            ray_call = time.perf_counter() - t0
+            for rep in range(args.repeats):
+                warm = Clock()
+                local = run(tmp / f"local-{rep}", warm, limit=n, batch_size=args.batch)
+                local_s.append(warm.seconds)
+                clock = Clock()
+                remote = run(tmp / f"ray-{rep}", clock, limit=n, batch_size=worker_batch, engine="ray",
+                             workers=args.workers)
+                ray_s.append(clock.seconds)
+                phases.append(ray_phases(remote, clock))
+                print(f"repeat {rep + 1}: local warm {warm.seconds:.2f} s, ray {clock.seconds:.2f} s "
+                      f"(first rows {phases[-1]['first']:.2f} s, steady {phases[-1]['steady']:.2f} items/s)",
+                      flush=True)
         finally:
             ray.shutdown()
-        print(f"ray: {clock.seconds:.2f} s", flush=True)
 
-    rows = remote.rows  # in arrival order (a fresh folder: no rows from before)
-    workers = sorted({r["worker"] for r in rows})
-    first_chunk_done = {}
-    for row, at in zip(rows, clock.arrivals):
-        first_chunk_done.setdefault(row["worker"], at)
-    ramp_end = max(first_chunk_done.values())
-    after = [at for at in clock.arrivals if at > ramp_end]
-    steady = len(after) / (after[-1] - ramp_end) if len(after) > 1 else float("nan")
-    per_worker = {w: sum(r["worker"] == w for r in rows) for w in workers}
+    workers = sorted({r["worker"] for r in remote.rows})
+    per_worker = {w: sum(r["worker"] == w for r in remote.rows) for w in workers}
     local_pred = {r["item_id"]: r["prediction"] for r in local.rows}
     differ = sum(local_pred[r["item_id"]] != r["prediction"] for r in remote.rows)
     acc_local = local.summary["pipelines"][PIPELINE]["accuracy"]
     acc_ray = remote.summary["pipelines"][PIPELINE]["accuracy"]
-    rss = {w: max(r["peak_rss_mb"] for r in rows if r["worker"] == w) for w in workers}
+    rss = {w: max(r["peak_rss_mb"] for r in remote.rows if r["worker"] == w) for w in workers}
     local_rss = max(r["peak_rss_mb"] for r in local.rows)
+    lw_s, ray_med = statistics.median(local_s), statistics.median(ray_s)
+    steady = statistics.median(p["steady"] for p in phases)
+    first = statistics.median(p["first"] for p in phases)
+    lw = n / lw_s
 
     print(f"\n`{command}`\n")
-    print(f"{n} {SUITE} items (seed 0), `{PIPELINE}` pipeline, shipped scene VLM on CPU, {cpus} cores\n")
+    print(f"{n} {SUITE} items (seed 0), `{PIPELINE}` pipeline, shipped scene VLM on CPU, {cpus} cores; "
+          f"median of {args.repeats}; load average {load_before} before, {load()} after\n")
     print("| engine | seconds | items/s | vs local warm | peak RSS MiB |")
     print("|---|---|---|---|---|")
-    lw = n / warm.seconds
-    print(f"| local, batch {args.batch}, warm | {warm.seconds:.2f} | {lw:.2f} | 1.00 | {local_rss:.0f} |")
-    print(f"| local, batch {args.batch}, cold (model load) | {cold.seconds:.2f} | {n / cold.seconds:.2f} | "
+    print(f"| local, batch {args.batch}, warm | {lw_s:.2f} | {lw:.2f} | 1.00 | {local_rss:.0f} |")
+    print(f"| local, batch {args.batch}, cold (model load included) | {cold.seconds:.2f} | {n / cold.seconds:.2f} | "
           f"{n / cold.seconds / lw:.2f} | |")
-    print(f"| ray, {len(workers)} workers x batch {worker_batch} (worker start + model load included) | "
-          f"{clock.seconds:.2f} | {n / clock.seconds:.2f} | {n / clock.seconds / lw:.2f} | "
+    print(f"| ray, {len(workers)} workers × batch {worker_batch} (worker start + model load included) | "
+          f"{ray_med:.2f} | {n / ray_med:.2f} | {n / ray_med / lw:.2f} | "
           f"{' + '.join(f'{rss[w]:.0f}' for w in workers)} |")
-    print(f"| ray, steady state (after each worker's first chunk) | | {steady:.2f} | {steady / lw:.2f} | |")
+    print(f"| ray, steady state (after every worker's first chunk) | | {steady:.2f} | {steady / lw:.2f} | |")
     print()
-    print(f"Ray start-up: cluster `ray.init()` {cluster_start:.2f} s; workers' first rows after "
-          + ", ".join(f"{first_chunk_done[w] - clock.start:.2f} s (worker {w})" for w in workers)
-          + f" (actor start + model load + one chunk of {max(worker_batch, 4)}); whole run_eval call {ray_call:.2f} s")
+    print(f"Ray start-up: `ray.init()` {cluster_start:.2f} s (once per `--engine ray` run without a cluster); "
+          f"all workers' first rows after {first:.2f} s (actor start + model load + a chunk of "
+          f"{max(worker_batch, 4)} items)")
     print(f"items per worker: {per_worker}")
     print(f"accuracy local {acc_local:.3f}, ray {acc_ray:.3f}; predictions that differ: {differ} of {n}")
 
