@@ -52,6 +52,12 @@ class Toolbox:
     def has(self, role: str) -> bool:
         return self.why_unavailable(role) is None
 
+    def with_backends(self, backends: Mapping[str, Backend]) -> Toolbox:
+        """A toolbox like this one (same settings, same chosen backends, as exclusive) with
+        `backends` in place of those roles' backends."""
+        return Toolbox({**{r: self._backends[r] for r in self._explicit}, **backends}, settings=self.settings,
+                       exclusive=self._exclusive)
+
 
 def check_contract(role: str, backend: object) -> None:
     """A backend handed to a toolbox must follow its role's contract class (`ROLE_CONTRACTS`; any

@@ -168,8 +168,4 @@ def batching_toolbox(toolbox: Toolbox, size: int, in_flight: Callable[[], int] |
             continue
         batchers[role] = Batcher(backend, size, in_flight, max_tokens=max_tokens)
         backends[role] = BATCHED_ROLES[role](backend, batchers[role])
-    if not backends:
-        return toolbox, batchers
-    for role in list(toolbox._backends):  # keep what the caller chose explicitly
-        backends.setdefault(role, toolbox._backends[role])
-    return Toolbox(backends, settings=toolbox.settings, exclusive=toolbox._exclusive), batchers
+    return (toolbox.with_backends(backends) if backends else toolbox), batchers
