@@ -304,3 +304,17 @@ def test_cli_ray_engine_starts_and_stops_its_own_cluster(no_cluster, task, tmp_p
     assert len(_by_key(rows)) == 12 and {r["worker"] for r in rows} == {0, 1}
     assert sum(r["correct"] for r in rows) == 6
     assert not ray.is_initialized(), "the cluster ray_rows started is shut down"
+
+
+def test_two_pipelines_share_one_cluster_start(no_cluster, task, tmp_path, monkeypatch):
+    pipeline, data = task
+    graph_file = pipeline.rsplit(":", 1)[0]
+    with open(graph_file, "a") as fh:
+        fh.write("\ngraph2 = graph\n")
+    inits = []
+    real_init = ray.init
+    monkeypatch.setattr(ray, "init", lambda *a, **k: inits.append(1) or real_init(*a, **k))
+    run = run_eval(data=str(data), pipelines=[pipeline, f"{graph_file}:graph2"], out=tmp_path / "o", engine="ray",
+                   workers=2, limit=4)
+    assert len(run.rows) == 8 and len(inits) == 1  # one cluster for both pipelines
+    assert not ray.is_initialized()

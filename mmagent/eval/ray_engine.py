@@ -27,6 +27,7 @@ same results.jsonl rows as the local engine (plus `"worker": N`; timings differ,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -208,6 +209,19 @@ def _start(ray, address: str | None, env: dict[str, str]) -> bool:
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
         raise BackendError(f"cannot start {where}: {type(exc).__name__}: {one_line(str(exc), 300)}") from exc
     return True
+
+
+@contextlib.contextmanager
+def ray_cluster(address: str | None = None):
+    """Ray initialised for the body (a local cluster unless `address`); shut down after only if
+    this started it. `run_eval` holds one for all its pipelines, so they share one cluster start."""
+    ray = _import_ray()
+    started = _start(ray, address, worker_env())
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _share(total: float, n: int) -> float:

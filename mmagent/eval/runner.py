@@ -11,6 +11,7 @@ Pipelines run one after another, so each one's latency and peak memory are its o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -347,7 +348,13 @@ def run_eval(*, suite: str | Suite | None = None, data: str | None = None, pipel
     rows = _prepare_out(out, _run_config(chosen, data, seed, chosen_metric.name), resume)
     done = set(iter_keys(rows))
     new = 0
-    with ResultsWriter(out) as writer:
+    if engine == "ray":
+        from .ray_engine import ray_cluster
+
+        cluster = ray_cluster(address)  # one cluster start for every pipeline
+    else:
+        cluster = contextlib.nullcontext()
+    with cluster, ResultsWriter(out) as writer:
         for name in names:
             todo = [i for i in items if (i.id, name) not in done]
             total, finished = len(items), len(items) - len(todo)
@@ -359,13 +366,13 @@ def run_eval(*, suite: str | Suite | None = None, data: str | None = None, pipel
                 from .ray_engine import ray_rows
 
                 stream = ray_rows(name, chosen, chosen_metric, todo, batch_size=batch_size, seed=seed,
-                                  address=address, workers=workers, extra_metrics=extras)
+                                  address=address, workers=workers, extra_metrics=extras, settings=settings)
                 memory = None
             else:
                 evaluator = Evaluator(name, chosen, chosen_metric, batch_size=batch_size, seed=seed,
                                       settings=settings, extra_metrics=extras, toolbox=toolbox)
                 stream, memory = evaluator.rows(todo), PeakMemory()
-            with memory or _Null():
+            with memory or contextlib.nullcontext():
                 for row in stream:
                     if memory is not None:
                         row["peak_rss_mb"] = memory.current()
@@ -379,14 +386,6 @@ def run_eval(*, suite: str | Suite | None = None, data: str | None = None, pipel
                     if progress:
                         progress(name, finished, total)
     return finish(out, chosen, chosen_metric, items, rows, names, skipped, new)
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def finish(out: Path, suite: Suite, metric: Metric, items: list[EvalItem], rows: list[dict], names: list[str],
