@@ -166,7 +166,7 @@ def test_builtin_suites_are_registered_and_their_metrics_exist():
     for suite in builtin_suites():
         assert suite.metric in metrics and set(suite.extra_metrics) <= metrics, suite.name
     expected = {"scenes-vqa": ("scene_answer", ()), "scenes-caption": ("scene_caption", ("bleu",)),
-                "ocr": ("anls", ("exact_match",)), "asr": ("wer", ()), "extraction": ("field_match", ())}
+                "ocr": ("anls", ("exact_match", "contains")), "asr": ("wer", ()), "extraction": ("field_match", ())}
     assert {s.name: (s.metric, s.extra_metrics) for s in builtin_suites()} == expected
 
 
