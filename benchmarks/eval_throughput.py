@@ -24,6 +24,7 @@ runner's own time goes per item; `--profile` adds a cProfile of (e) (main thread
 run in LangGraph's worker threads, which the timers cover). CPU seconds are the process's.
 
     .venv/bin/python benchmarks/eval_throughput.py [--items 64] [--batch 16] [--repeats 3] [--profile]
+        [--linger S ...]   # also (d) with the Batcher's linger at S seconds (default 0.05)
 """
 
 from __future__ import annotations
@@ -140,6 +141,24 @@ class Timers:
             setattr(owner, attr, original)
 
 
+class Lingering:
+    """Runs `run` with `mmagent.eval.batching.Batcher`'s `linger` default replaced (this process only)."""
+
+    def __init__(self, run, linger: float):
+        self.run, self.linger = run, linger
+
+    def __call__(self):
+        original = batching.Batcher.__init__
+        defaults = original.__defaults__
+        names = original.__code__.co_varnames[1:original.__code__.co_argcount]
+        position = names.index("linger") - (len(names) - len(defaults))
+        original.__defaults__ = defaults[:position] + (self.linger,) + defaults[position + 1:]
+        try:
+            return self.run()
+        finally:
+            original.__defaults__ = defaults
+
+
 def counting(vlm):
     """Wrap `vlm.batch` on the instance so the sizes of the batches the runner makes are known."""
     sizes: list[int] = []
@@ -211,6 +230,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="cProfile the runner with a zero-cost VLM")
+    parser.add_argument("--linger", type=float, action="append", default=[],
+                        help="also run (d) with the Batcher's linger set to this many seconds (repeatable)")
     args = parser.parse_args()
     command = ".venv/bin/python benchmarks/eval_throughput.py " + shlex.join(sys.argv[1:])
     settings = load_settings()
@@ -259,6 +280,9 @@ def main() -> None:
             f"(f) run_eval, zero-cost VLM, B={args.batch}": Eval(root, instant, args.items, args.batch, args.seed,
                                                                  settings),
         }
+        for linger in args.linger:
+            ways[f"(d) run_eval, B={args.batch}, linger {linger:g} s"] = Lingering(
+                Eval(root, toolbox, args.items, args.batch, args.seed, settings), linger)
         names = list(ways)
         times: dict[str, list[float]] = {n: [] for n in names}
         cpus: dict[str, list[float]] = {n: [] for n in names}
@@ -292,7 +316,7 @@ def main() -> None:
 
     n = len(items)
     rate = {k: n / statistics.median(v) for k, v in times.items()}
-    a, b, c, d, e, f = names
+    a, b, c, d, e, f = names[:6]
     print(f"\n`{command}`\n")
     print(f"{n} scenes-vqa items, adapter pipeline, scene VLM ({vlm.device}, torch threads "
           f"{torch.get_num_threads()}), median of {args.repeats}\n")
@@ -313,6 +337,8 @@ def main() -> None:
               f"{statistics.median(cpus[name]) / n:.3f} | {batches} |")
     print()
     print(f"(d)/(b) = {rate[d] / rate[b]:.2f}  (target >= 0.9: the runner adds nothing to the backend's batching)")
+    for name in names[6:]:
+        print(f"{name[:3]}/(b) with {name.split(', ')[-1]} = {rate[name] / rate[b]:.2f}")
     print(f"(d)/(c) = {rate[d] / rate[c]:.2f}  (batched eval vs batch-1 eval)")
     print(f"(b)/(a) = {rate[b] / rate[a]:.2f}  (the backend's batch vs a loop of chat)")
     print(f"(c)/(a) = {rate[c] / rate[a]:.2f}  (batch-1 eval vs a loop of chat)")
