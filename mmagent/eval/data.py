@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,20 @@ class Skipped:
 class Loaded:
     items: list[EvalItem]
     skipped: list[Skipped] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set, repr=False)
+
+    def take(self, where: str, build: Callable[[], EvalItem]) -> None:
+        """Add the item `build` makes, or record why row `where` is skipped (bad row, duplicate id)."""
+        try:
+            item = build()
+        except InputError as exc:
+            self.skipped.append(Skipped(where, str(exc)))
+            return
+        if item.id in self._seen:
+            self.skipped.append(Skipped(where, f"duplicate id {item.id!r}"))
+            return
+        self._seen.add(item.id)
+        self.items.append(item)
 
 
 def load_data(source: str, *, media_dir: Path, mapping: dict[str, str] | None = None,
@@ -81,7 +95,6 @@ def _looks_like_hub_id(source: str) -> bool:
 
 def _from_jsonl(path: Path, limit: int | None, check_media: bool) -> Loaded:
     loaded = Loaded([])
-    seen: set[str] = set()
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
@@ -100,16 +113,8 @@ def _from_jsonl(path: Path, limit: int | None, check_media: bool) -> Loaded:
         if not isinstance(row, dict):
             loaded.skipped.append(Skipped(where, "not a JSON object"))
             continue
-        try:
-            item = item_from_row(row, default_id=f"line-{number}", base=path.parent, check_media=check_media)
-        except InputError as exc:
-            loaded.skipped.append(Skipped(where, str(exc)))
-            continue
-        if item.id in seen:
-            loaded.skipped.append(Skipped(where, f"duplicate id {item.id!r}"))
-            continue
-        seen.add(item.id)
-        loaded.items.append(item)
+        loaded.take(where, lambda: item_from_row(row, default_id=f"line-{number}", base=path.parent,
+                                                 check_media=check_media))
     return loaded
 
 
@@ -286,38 +291,30 @@ def _from_dataset(data: Iterable[dict[str, Any]], label: str, media_dir: Path, m
         raise InputError(f"--field: unknown item field(s) {', '.join(sorted(unknown))} "
                          f"(use {', '.join(DEFAULT_MAPPING)})")
     loaded = Loaded([])
-    seen: set[str] = set()
     for number, row in enumerate(_rows(data)):
         if limit is not None and len(loaded.items) >= limit:
             break
-        where = f"{Path(label).name} row {number}"
-        try:
-            image = _column(row, "image", mapping)
-            audio = _column(row, "audio", mapping)
-            images = [p for v in (image if isinstance(image, list) else [image])
-                      if (p := _media_file(v, media_dir / "images", "image"))]
-            audios = [p for v in (audio if isinstance(audio, list) else [audio])
-                      if (p := _media_file(v, media_dir / "audio", "audio"))]
-            item_row = {"question": _column(row, "question", mapping) or "",
-                        "answer": _column(row, "answer", mapping), "image": images or None,
-                        "audio": audios or None, "type": _column(row, "type", mapping),
-                        "evidence": _column(row, "evidence", mapping)}
-            if item_row["answer"] is None:
-                raise InputError("missing field 'answer'")
-            item_id = _column(row, "id", mapping)
-            if item_id is not None:
-                item_row["id"] = item_id
-            item = item_from_row({k: v for k, v in item_row.items() if v is not None},
-                                 default_id=f"row-{number}", base=Path("."), check_media=check_media)
-        except InputError as exc:
-            loaded.skipped.append(Skipped(where, str(exc)))
-            continue
-        if item.id in seen:
-            loaded.skipped.append(Skipped(where, f"duplicate id {item.id!r}"))
-            continue
-        seen.add(item.id)
-        loaded.items.append(item)
+        loaded.take(f"{Path(label).name} row {number}",
+                    lambda: _dataset_item(row, number, media_dir, mapping, check_media))
     return loaded
+
+
+def _dataset_item(row: dict[str, Any], number: int, media_dir: Path, mapping: dict[str, str],
+                  check_media: bool) -> EvalItem:
+    """The item of dataset row `number` (media cells written under `media_dir`)."""
+    image = _column(row, "image", mapping)
+    audio = _column(row, "audio", mapping)
+    images = [p for v in (image if isinstance(image, list) else [image])
+              if (p := _media_file(v, media_dir / "images", "image"))]
+    audios = [p for v in (audio if isinstance(audio, list) else [audio])
+              if (p := _media_file(v, media_dir / "audio", "audio"))]
+    item_row = {"question": _column(row, "question", mapping) or "", "answer": _column(row, "answer", mapping),
+                "image": images or None, "audio": audios or None, "type": _column(row, "type", mapping),
+                "evidence": _column(row, "evidence", mapping), "id": _column(row, "id", mapping)}
+    if item_row["answer"] is None:
+        raise InputError("missing field 'answer'")
+    return item_from_row({k: v for k, v in item_row.items() if v is not None}, default_id=f"row-{number}",
+                         base=Path("."), check_media=check_media)
 
 
 def _rows(data: Iterable[Any]) -> Iterator[dict[str, Any]]:
