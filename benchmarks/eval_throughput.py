@@ -25,6 +25,7 @@ run in LangGraph's worker threads, which the timers cover). CPU seconds are the 
 
     .venv/bin/python benchmarks/eval_throughput.py [--items 64] [--batch 16] [--repeats 3] [--profile]
         [--linger S ...]   # also (d) with the Batcher's linger at S seconds (default 0.05)
+        [--batch-embed]    # also (d) with the intent embedder's calls batched too (emulates a fix)
 """
 
 from __future__ import annotations
@@ -159,6 +160,33 @@ class Lingering:
             original.__defaults__ = defaults
 
 
+def batched_embedder(inner, size: int, linger: float | None):
+    """The embedder `inner` behind a `Batcher`, as the runner could batch it: concurrent one-text `embed` calls
+    (the adapter graph's intent scoring, one per item) become one `embed(texts)` call."""
+    import numpy as np
+
+    from mmagent.backends import Embedder
+
+    class Texts:  # what a Batcher calls: batch(requests) -> one answer per request
+        def batch(self, requests, **_):
+            return [(vector,) for vector in inner.embed(list(requests))]
+
+    batcher = batching.Batcher(Texts(), size, **({} if linger is None else {"linger": linger}))
+
+    class BatchedEmbedder(Embedder):
+        name, default_model = inner.name, inner.model_id
+
+        def embed(self, texts):
+            if len(texts) != 1:
+                return inner.embed(texts)
+            return np.stack([batcher.submit(texts[0], max_tokens=1, temperature=0.0, stop=None)[0]])
+
+        def unavailable_reason(self):
+            return None
+
+    return BatchedEmbedder(inner.model_id, device=inner.device, dtype=inner.dtype, **inner.options)
+
+
 def counting(vlm):
     """Wrap `vlm.batch` on the instance so the sizes of the batches the runner makes are known."""
     sizes: list[int] = []
@@ -232,6 +260,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the runner with a zero-cost VLM")
     parser.add_argument("--linger", type=float, action="append", default=[],
                         help="also run (d) with the Batcher's linger set to this many seconds (repeatable)")
+    parser.add_argument("--batch-embed", action="store_true",
+                        help="also run (d) with the embedder's intent calls batched too (B at a time)")
     args = parser.parse_args()
     command = ".venv/bin/python benchmarks/eval_throughput.py " + shlex.join(sys.argv[1:])
     settings = load_settings()
@@ -283,6 +313,14 @@ def main() -> None:
         for linger in args.linger:
             ways[f"(d) run_eval, B={args.batch}, linger {linger:g} s"] = Lingering(
                 Eval(root, toolbox, args.items, args.batch, args.seed, settings), linger)
+        if args.batch_embed and toolbox.has("embed"):
+            for linger in [None, *args.linger]:
+                embedder = batched_embedder(toolbox.get("embed"), args.batch, linger)
+                both = Toolbox({"vlm": vlm, "embed": embedder}, settings=settings)
+                run = Eval(root, both, args.items, args.batch, args.seed, settings)
+                label = f"(d) run_eval, B={args.batch}, " + ("" if linger is None else f"linger {linger:g} s, ") \
+                    + "embedder batched"
+                ways[label] = run if linger is None else Lingering(run, linger)
         names = list(ways)
         times: dict[str, list[float]] = {n: [] for n in names}
         cpus: dict[str, list[float]] = {n: [] for n in names}
@@ -338,7 +376,7 @@ def main() -> None:
     print()
     print(f"(d)/(b) = {rate[d] / rate[b]:.2f}  (target >= 0.9: the runner adds nothing to the backend's batching)")
     for name in names[6:]:
-        print(f"{name[:3]}/(b) with {name.split(', ')[-1]} = {rate[name] / rate[b]:.2f}")
+        print(f"{name[:3]}/(b) with {', '.join(name.split(', ')[2:])} = {rate[name] / rate[b]:.2f}")
     print(f"(d)/(c) = {rate[d] / rate[c]:.2f}  (batched eval vs batch-1 eval)")
     print(f"(b)/(a) = {rate[b] / rate[a]:.2f}  (the backend's batch vs a loop of chat)")
     print(f"(c)/(a) = {rate[c] / rate[a]:.2f}  (batch-1 eval vs a loop of chat)")
