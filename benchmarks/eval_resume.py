@@ -25,7 +25,7 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
-from mmagent.eval import report, results, stats
+from mmagent.eval import report, stats
 from mmagent.eval import runner as eval_runner
 from mmagent.eval.results import RESULTS, ResultsWriter, read_rows
 from mmagent.eval.runner import run_eval

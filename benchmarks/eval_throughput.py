@@ -358,7 +358,7 @@ def main() -> None:
     print(f"\n`{command}`\n")
     print(f"{n} scenes-vqa items, adapter pipeline, scene VLM ({vlm.device}, torch threads "
           f"{torch.get_num_threads()}), median of {args.repeats}\n")
-    print("| way | median s | items/s | s/item | CPU s/item | batches the VLM ran |")
+    print("| way | median s | items/s | s/item | CPU s/item | batches the VLM ran (last repeat) |")
     print("|---|---|---|---|---|---|")
     for name in names:
         med = statistics.median(times[name])
