@@ -271,3 +271,38 @@ def test_hook_register_metrics(tmp_path):
                    toolbox=scripted_toolbox(vlm=ScriptedVLM("LOUD")))
     assert run.summary["metric"] == "shouting" and run.summary["pipelines"]["adapter"]["accuracy"] == 1.0
     assert run.rows[0]["metrics"]["length"] == 4.0
+
+
+def test_the_intent_embedder_is_batched_too(tmp_path):
+    from mmagent.testing import ScriptedEmbedder
+
+    class CountingEmbedder(ScriptedEmbedder):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.calls: list[int] = []
+
+        def embed(self, texts):
+            self.calls.append(len(texts))
+            return super().embed(texts)
+
+    data = write_items(tmp_path / "d", 8)
+    embedder, vlm = CountingEmbedder(), CountingVLM()
+    run = run_eval(data=str(data), pipelines=["adapter"], out=tmp_path / "o", batch_size=4,
+                   toolbox=scripted_toolbox(vlm=vlm, embed=embedder))
+    questions = [n for n in embedder.calls if n <= 4]  # the example phrasings are one bigger call, once
+    assert sum(questions) == 8 and max(questions) == 4 and len(questions) == 2
+    assert all(r["stages"].get("embed") is not None for r in run.rows) and run.summary["pipelines"]["adapter"]["accuracy"] == 1.0
+
+
+def test_a_resume_does_not_decode_finished_items_again(tmp_path, monkeypatch):
+    import mmagent.eval.data as data_module
+
+    data = write_items(tmp_path / "d", 4)
+    run_eval(data=str(data), pipelines=["adapter"], out=tmp_path / "o", limit=3,
+             toolbox=scripted_toolbox(vlm=CountingVLM()))
+    checked = []
+    real = data_module.check_item_media
+    monkeypatch.setattr(data_module, "check_item_media", lambda item: checked.append(item.id) or real(item))
+    run = run_eval(data=str(data), pipelines=["adapter"], out=tmp_path / "o", resume=True,
+                   toolbox=scripted_toolbox(vlm=CountingVLM()))
+    assert checked == ["q3"] and run.new_rows == 1 and len(run.rows) == 4

@@ -1,15 +1,21 @@
-"""Batching per backend, under unchanged graphs: concurrent `chat` calls become one `batch` call.
+"""Batching per backend, under unchanged graphs: concurrent calls become one batched call.
 
 The evaluation runs B items at once, each through the pipeline's own graph in its own thread, as a
-user's request would run. The toolbox those graphs get wraps each chat backend that has a
-`batch(requests, max_tokens=, temperature=, stop=) -> list[str]` method (the VLM and the local LLM)
-in a `Batched` proxy: a call waits until B calls are waiting (or as many as there are items still
-in flight, or until no new call has come for `linger` seconds), then one `batch` call answers them
-all. One batch runs on a model at a time; calls arriving meanwhile form the next. Calls with tools
-or a schema, and backends without `batch`, go straight through.
+user's request would run. The toolbox those graphs get puts a proxy in front of each backend that
+can take many requests at once:
 
-The graphs see the same contract class (the proxy subclasses the backend's role contract), so
-nothing in a graph knows it is being batched.
+    llm, vlm   a chat backend with `batch(requests, max_tokens=, temperature=, stop=) -> list[str]`
+               (the local VLM and LLM): plain `chat` calls become one `batch` call
+    embed      any `Embedder`: `embed(texts)` already takes a list, so the intent embedder's
+               one-question calls become one `embed` call
+
+A call waits until B calls are waiting (or as many as there are items still in flight), or until
+no new call has come for `linger` seconds; then one batched call answers them all. One batch runs
+on a backend at a time; calls arriving meanwhile form the next. Chat calls with tools or a schema,
+and chat backends without `batch`, go straight through.
+
+The graphs see the same contract class (each proxy subclasses its role's contract), so nothing in
+a graph knows it is being batched.
 """
 
 from __future__ import annotations
@@ -21,45 +27,50 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.base import Backend
-from ..backends.results import ChatResult, Message
-from ..backends.roles import ChatModel, VisionLanguageModel
+from ..backends.results import ChatResult
+from ..backends.roles import ChatModel, Embedder, UnifiedModel, VisionLanguageModel
 from ..toolbox import Toolbox
+
+#: Seconds without a new call after which a partial batch runs. Items of one wave reach a backend
+#: spread over a few hundred milliseconds on a busy CPU (benchmarks/eval_throughput.py): too short
+#: a wait splits every wave into a batch of 1 and a batch of B-1.
+LINGER = 0.25
+
+#: run(payloads, key) -> one result per payload
+BatchFn = Callable[[list[Any], tuple], list[Any]]
 
 
 @dataclass
 class _Call:
-    messages: Sequence[Message]
+    payload: Any
     key: tuple
     done: threading.Event = field(default_factory=threading.Event)
-    text: str | None = None
+    result: Any = None
     error: BaseException | None = None
 
 
 class Batcher:
-    """Collects concurrent requests for one backend and answers them with `backend.batch`."""
+    """Collects concurrent requests for one backend and answers them with one `run` call."""
 
-    def __init__(self, backend: Any, size: int, in_flight: Callable[[], int] | None = None,
-                 linger: float = 0.05, max_tokens: int | None = None):
-        self.backend = backend
+    def __init__(self, run: BatchFn, size: int, in_flight: Callable[[], int] | None = None,
+                 linger: float = LINGER):
+        self.run = run
         self.size = max(1, size)
         self.in_flight = in_flight or (lambda: self.size)
         self.linger = linger
-        self.max_tokens = max_tokens
         self._pending: list[_Call] = []
         self._cond = threading.Condition()
         self._running = False
         self._last_arrival = 0.0
-        #: (batch sizes) for benchmarks and tests
+        #: the size of every batch run (benchmarks and tests read it)
         self.batches: list[int] = []
 
     def _target(self) -> int:
         return max(1, min(self.size, self.in_flight()))
 
-    def submit(self, messages: Sequence[Message], *, max_tokens: int, temperature: float,
-               stop: Sequence[str] | None) -> str:
-        if self.max_tokens is not None:
-            max_tokens = min(max_tokens, self.max_tokens)
-        call = _Call(messages, (max_tokens, temperature, tuple(stop or ())))
+    def submit(self, payload: Any, key: tuple = ()) -> Any:
+        """The result for `payload`, computed in a batch with other calls of the same `key`."""
+        call = _Call(payload, key)
         with self._cond:
             self._pending.append(call)
             self._last_arrival = time.monotonic()
@@ -70,13 +81,13 @@ class Batcher:
                 if not self._running and self._pending and ready:
                     self._flush_locked()
                     continue
-                self._cond.wait(timeout=self.linger / 2)
+                self._cond.wait(timeout=self.linger / 4)
         if call.error is not None:
             raise call.error
-        return call.text or ""
+        return call.result
 
     def _flush_locked(self) -> None:
-        """Run one batch (the oldest calls sharing the first call's options); called holding the lock."""
+        """Run one batch (the oldest calls sharing the first call's key); called holding the lock."""
         key = self._pending[0].key
         calls = [c for c in self._pending if c.key == key][: self.size]
         for c in calls:
@@ -84,12 +95,10 @@ class Batcher:
         self._running = True
         self._cond.release()
         try:
-            max_tokens, temperature, stop = key
             try:
-                texts = self.backend.batch([c.messages for c in calls], max_tokens=max_tokens,
-                                           temperature=temperature, stop=list(stop) or None)
-                for c, text in zip(calls, texts, strict=True):
-                    c.text = text
+                results = self.run([c.payload for c in calls], key)
+                for c, result in zip(calls, results, strict=True):
+                    c.result = result
             except BaseException as exc:  # every caller in the batch gets the error
                 for c in calls:
                     c.error = exc
@@ -102,30 +111,48 @@ class Batcher:
             self._cond.notify_all()
 
 
-def _batched_class(contract: type[ChatModel]) -> type[ChatModel]:
-    class Batched(contract):  # type: ignore[valid-type, misc]
-        """A chat backend whose plain `chat` calls go through a `Batcher`."""
+class _Proxy:
+    """What graphs and traces read off a backend, taken from the one behind the proxy."""
 
-        def __init__(self, backend: Any, batcher: Batcher):
-            self.inner = backend
-            self.batcher = batcher
-            # what graphs and traces read off a backend
-            self.name = backend.name
-            self.model_id = backend.model_id
-            self.device = backend.device
-            self.dtype = backend.dtype
-            self.options = backend.options
+    def __init__(self, backend: Any, batcher: Batcher):
+        self.inner = backend
+        self.batcher = batcher
+        self.name = backend.name
+        self.model_id = backend.model_id
+        self.device = backend.device
+        self.dtype = backend.dtype
+        self.options = backend.options
+
+    def unavailable_reason(self) -> str | None:
+        return self.inner.unavailable_reason()
+
+    @property
+    def model(self) -> Any:
+        return self.inner.model
+
+    def __getattr__(self, name: str) -> Any:  # anything else a graph may read
+        return getattr(self.inner, name)
+
+
+def _chat_proxy(contract: type[ChatModel]) -> type[ChatModel]:
+    class Batched(_Proxy, contract):  # type: ignore[valid-type, misc]
+        """A chat backend whose plain `chat` calls go through a `Batcher` to `batch`."""
+
+        def __init__(self, backend: Any, batcher: Batcher, max_tokens: int | None = None):
+            _Proxy.__init__(self, backend, batcher)
+            self.max_tokens = max_tokens
             self.supports_tools = getattr(backend, "supports_tools", False)
             self.supports_schema = getattr(backend, "supports_schema", False)
             self.supports_streaming = getattr(backend, "supports_streaming", False)
 
         def chat(self, messages, *, tools=None, max_tokens: int = 256, temperature: float = 0.0, stop=None,
                  **kwargs: Any) -> ChatResult:
-            if tools or kwargs:
+            if self.max_tokens is not None:
+                max_tokens = min(max_tokens, self.max_tokens)
+            if tools or kwargs or self.batcher is None:
                 return self.inner.chat(messages, tools=tools, max_tokens=max_tokens, temperature=temperature,
                                        stop=stop, **kwargs)
-            text = self.batcher.submit(messages, max_tokens=max_tokens, temperature=temperature, stop=stop)
-            return ChatResult(text=text)
+            return ChatResult(text=self.batcher.submit(messages, (max_tokens, temperature, tuple(stop or ()))))
 
         def stream(self, messages, *, max_tokens: int = 256, temperature: float = 0.0, stop=None):
             yield self.chat(messages, max_tokens=max_tokens, temperature=temperature, stop=stop).text
@@ -133,39 +160,65 @@ def _batched_class(contract: type[ChatModel]) -> type[ChatModel]:
         def batch(self, requests, **kwargs: Any):
             return self.inner.batch(requests, **kwargs)
 
-        def unavailable_reason(self) -> str | None:
-            return self.inner.unavailable_reason()
-
-        @property
-        def model(self) -> Any:
-            return self.inner.model
-
-        def __getattr__(self, name: str) -> Any:  # anything else the graph may read
-            return getattr(self.inner, name)
-
     Batched.__name__ = Batched.__qualname__ = f"Batched{contract.__name__}"
     return Batched
 
 
-BatchedChat = _batched_class(ChatModel)
-BatchedVLM = _batched_class(VisionLanguageModel)
+class BatchedEmbedder(_Proxy, Embedder):
+    """An embedder whose `embed` calls go through a `Batcher`: their texts are embedded together."""
 
-#: The roles whose backends are batched, and the contract their proxy follows.
-BATCHED_ROLES = {"llm": BatchedChat, "vlm": BatchedVLM}
+    def embed(self, texts):
+        if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
+            return self.inner.embed(texts)  # the backend's own errors and empty shape
+        return self.batcher.submit(list(texts))
+
+
+def _chat_batch(backend: Any) -> BatchFn:
+    def run(requests: list[Any], key: tuple) -> list[str]:
+        max_tokens, temperature, stop = key
+        return backend.batch(requests, max_tokens=max_tokens, temperature=temperature, stop=list(stop) or None)
+    return run
+
+
+def _embed_batch(backend: Any) -> BatchFn:
+    def run(lists: list[list[str]], key: tuple) -> list[Any]:
+        vectors = backend.embed([text for texts in lists for text in texts])
+        out, start = [], 0
+        for texts in lists:
+            out.append(vectors[start:start + len(texts)])
+            start += len(texts)
+        return out
+    return run
+
+
+BatchedChat = _chat_proxy(ChatModel)
+BatchedVLM = _chat_proxy(VisionLanguageModel)
+BatchedUnified = _chat_proxy(UnifiedModel)
+_CHAT_PROXIES = {"llm": BatchedChat, "vlm": BatchedVLM, "unified": BatchedUnified}
+#: The roles whose backends a batching toolbox wraps.
+BATCHED_ROLES = (*_CHAT_PROXIES, "embed")
 
 
 def batching_toolbox(toolbox: Toolbox, size: int, in_flight: Callable[[], int] | None = None,
-                     max_tokens: int | None = None, roles: Sequence[str] = tuple(BATCHED_ROLES)) -> tuple[Toolbox, dict[str, Batcher]]:
-    """A toolbox with the same backends, the chat ones (that can batch) behind batchers. With
-    size 1 nothing is wrapped unless `max_tokens` caps answers."""
+                     max_tokens: int | None = None, roles: Sequence[str] = BATCHED_ROLES,
+                     linger: float = LINGER) -> tuple[Toolbox, dict[str, Batcher]]:
+    """A toolbox with the same backends, those that can batch behind batchers (size > 1), and the
+    chat ones' answers capped at `max_tokens` (a suite's). Returns it with the batchers by role."""
     backends: dict[str, Backend] = {}
     batchers: dict[str, Batcher] = {}
     for role in roles:
         if toolbox.why_unavailable(role) is not None:
             continue
         backend = toolbox.get(role)
-        if not callable(getattr(backend, "batch", None)) or (size <= 1 and max_tokens is None):
+        if role == "embed":
+            if size > 1:
+                batchers[role] = Batcher(_embed_batch(backend), size, in_flight, linger)
+                backends[role] = BatchedEmbedder(backend, batchers[role])
             continue
-        batchers[role] = Batcher(backend, size, in_flight, max_tokens=max_tokens)
-        backends[role] = BATCHED_ROLES[role](backend, batchers[role])
+        can_batch = size > 1 and callable(getattr(backend, "batch", None))
+        if not can_batch and max_tokens is None:
+            continue
+        if can_batch:
+            batchers[role] = Batcher(_chat_batch(backend), size, in_flight, linger)
+        backends[role] = _CHAT_PROXIES[role](backend, batchers.get(role), max_tokens)
     return (toolbox.with_backends(backends) if backends else toolbox), batchers

@@ -71,17 +71,19 @@ class Loaded:
 
 
 def load_data(source: str, *, media_dir: Path, mapping: dict[str, str] | None = None,
-              limit: int | None = None, check_media: bool = True) -> Loaded:
-    """The items of `source` (a JSONL file, a `datasets` folder, or "hf:ORG/NAME[:split]")."""
+              limit: int | None = None, check_media: bool = True, checked: frozenset[str] = frozenset()) -> Loaded:
+    """The items of `source` (a JSONL file, a `datasets` folder, or "hf:ORG/NAME[:split]"). Every
+    image and audio file is decoded once to check it, except those of items whose id is in
+    `checked` (already evaluated: a resume); their files must still exist."""
     path = Path(source).expanduser()
     if source.startswith("hf:"):
-        return _from_dataset(_hf_dataset(source[3:]), source, media_dir, mapping, limit, check_media)
+        return _from_dataset(_hf_dataset(source[3:]), source, media_dir, mapping, limit, check_media, checked)
     if path.is_dir():
-        return _from_dataset(_disk_dataset(path), str(path), media_dir, mapping, limit, check_media)
+        return _from_dataset(_disk_dataset(path), str(path), media_dir, mapping, limit, check_media, checked)
     if path.is_file():
-        return _from_jsonl(path, limit, check_media)
+        return _from_jsonl(path, limit, check_media, checked)
     if _looks_like_hub_id(source):
-        return _from_dataset(_hf_dataset(source), source, media_dir, mapping, limit, check_media)
+        return _from_dataset(_hf_dataset(source), source, media_dir, mapping, limit, check_media, checked)
     raise InputError(f"--data: no such file or folder: {source}")
 
 
@@ -93,7 +95,7 @@ def _looks_like_hub_id(source: str) -> bool:
 # -- JSONL --------------------------------------------------------------------------------------------
 
 
-def _from_jsonl(path: Path, limit: int | None, check_media: bool) -> Loaded:
+def _from_jsonl(path: Path, limit: int | None, check_media: bool, checked: frozenset[str]) -> Loaded:
     loaded = Loaded([])
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -114,7 +116,7 @@ def _from_jsonl(path: Path, limit: int | None, check_media: bool) -> Loaded:
             loaded.skipped.append(Skipped(where, "not a JSON object"))
             continue
         loaded.take(where, lambda: item_from_row(row, default_id=f"line-{number}", base=path.parent,
-                                                 check_media=check_media))
+                                                 check_media=check_media, checked=checked))
     return loaded
 
 
@@ -151,7 +153,8 @@ def _answers(value: Any) -> list[str] | dict[str, Any]:
     raise InputError("'answer' must be a string, a list of strings or an object of fields")
 
 
-def item_from_row(row: dict[str, Any], *, default_id: str, base: Path, check_media: bool = True) -> EvalItem:
+def item_from_row(row: dict[str, Any], *, default_id: str, base: Path, check_media: bool = True,
+                  checked: frozenset[str] = frozenset()) -> EvalItem:
     """An item from one JSONL object; InputError says what is wrong with it."""
     if "answer" not in row and "answers" not in row:
         raise InputError("missing field 'answer'")
@@ -172,7 +175,7 @@ def item_from_row(row: dict[str, Any], *, default_id: str, base: Path, check_med
                     images=images, audio=audio, type=None if kind is None else str(kind), evidence=evidence,
                     meta={k: v for k, v in row.items() if k not in (
                         "id", "question", "answer", "answers", "image", "images", "audio", "type", "evidence")})
-    if check_media:
+    if check_media and item.id not in checked:
         check_item_media(item)
     return item
 
@@ -284,7 +287,7 @@ def _media_file(value: Any, media_dir: Path, kind: str) -> str | None:
 
 
 def _from_dataset(data: Iterable[dict[str, Any]], label: str, media_dir: Path, mapping: dict[str, str] | None,
-                  limit: int | None, check_media: bool) -> Loaded:
+                  limit: int | None, check_media: bool, checked: frozenset[str] = frozenset()) -> Loaded:
     mapping = dict(mapping or {})
     unknown = set(mapping) - set(DEFAULT_MAPPING)
     if unknown:
@@ -295,12 +298,12 @@ def _from_dataset(data: Iterable[dict[str, Any]], label: str, media_dir: Path, m
         if limit is not None and len(loaded.items) >= limit:
             break
         loaded.take(f"{Path(label).name} row {number}",
-                    lambda: _dataset_item(row, number, media_dir, mapping, check_media))
+                    lambda: _dataset_item(row, number, media_dir, mapping, check_media, checked))
     return loaded
 
 
 def _dataset_item(row: dict[str, Any], number: int, media_dir: Path, mapping: dict[str, str],
-                  check_media: bool) -> EvalItem:
+                  check_media: bool, checked: frozenset[str]) -> EvalItem:
     """The item of dataset row `number` (media cells written under `media_dir`)."""
     image = _column(row, "image", mapping)
     audio = _column(row, "audio", mapping)
@@ -314,7 +317,7 @@ def _dataset_item(row: dict[str, Any], number: int, media_dir: Path, mapping: di
     if item_row["answer"] is None:
         raise InputError("missing field 'answer'")
     return item_from_row({k: v for k, v in item_row.items() if v is not None}, default_id=f"row-{number}",
-                         base=Path("."), check_media=check_media)
+                         base=Path("."), check_media=check_media, checked=checked)
 
 
 def _rows(data: Iterable[Any]) -> Iterator[dict[str, Any]]:
