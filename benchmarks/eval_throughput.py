@@ -24,8 +24,7 @@ runner's own time goes per item; `--profile` adds a cProfile of (e) (main thread
 run in LangGraph's worker threads, which the timers cover). CPU seconds are the process's.
 
     .venv/bin/python benchmarks/eval_throughput.py [--items 64] [--batch 16] [--repeats 3] [--profile]
-        [--linger S ...]   # also (d) with the Batcher's linger at S seconds (default 0.05)
-        [--batch-embed]    # also (d) with the intent embedder's calls batched too (emulates a fix)
+        [--linger S ...]   # also (d) with the Batcher's linger at S seconds (default: batching.LINGER)
 """
 
 from __future__ import annotations
@@ -56,17 +55,15 @@ SUITE = "scenes-vqa"
 
 class Recorder:
     """Stands where a `Batcher` stands behind the batching proxy: records each request as the runner
-    would hand it to `backend.batch` (messages, capped max_tokens, temperature, stop) and answers
-    at once (so it is also the zero-cost VLM)."""
+    would hand it to `backend.batch` (messages, and the key: capped max_tokens, temperature, stop)
+    and answers at once (so it is also the zero-cost VLM)."""
 
-    def __init__(self, max_tokens: int | None):
-        self.max_tokens = max_tokens
+    def __init__(self):
         self.requests: list[tuple] = []
         self.batches: list[int] = []
 
-    def submit(self, messages, *, max_tokens, temperature, stop):
-        if self.max_tokens is not None:
-            max_tokens = min(max_tokens, self.max_tokens)
+    def submit(self, messages, key=()):
+        max_tokens, temperature, stop = key
         self.requests.append((list(messages), max_tokens, temperature, tuple(stop or ())))
         return "yes"
 
@@ -160,33 +157,6 @@ class Lingering:
             original.__defaults__ = defaults
 
 
-def batched_embedder(inner, size: int, linger: float | None):
-    """The embedder `inner` behind a `Batcher`, as the runner could batch it: concurrent one-text `embed` calls
-    (the adapter graph's intent scoring, one per item) become one `embed(texts)` call."""
-    import numpy as np
-
-    from mmagent.backends import Embedder
-
-    class Texts:  # what a Batcher calls: batch(requests) -> one answer per request
-        def batch(self, requests, **_):
-            return [(vector,) for vector in inner.embed(list(requests))]
-
-    batcher = batching.Batcher(Texts(), size, **({} if linger is None else {"linger": linger}))
-
-    class BatchedEmbedder(Embedder):
-        name, default_model = inner.name, inner.model_id
-
-        def embed(self, texts):
-            if len(texts) != 1:
-                return inner.embed(texts)
-            return np.stack([batcher.submit(texts[0], max_tokens=1, temperature=0.0, stop=None)[0]])
-
-        def unavailable_reason(self):
-            return None
-
-    return BatchedEmbedder(inner.model_id, device=inner.device, dtype=inner.dtype, **inner.options)
-
-
 def counting(vlm):
     """Wrap `vlm.batch` on the instance so the sizes of the batches the runner makes are known."""
     sizes: list[int] = []
@@ -201,10 +171,8 @@ def counting(vlm):
 
 
 def record_requests(vlm, toolbox: Toolbox, items, suite, settings) -> list[tuple]:
-    recorder = Recorder(suite.max_tokens)
-    proxy = batching.BatchedVLM(vlm, recorder)
-    backends = {role: b for role, b in toolbox._backends.items() if role != "vlm"}
-    recording = Toolbox({**backends, "vlm": proxy}, settings=settings)
+    recorder = Recorder()
+    recording = toolbox.with_backends({"vlm": batching.BatchedVLM(vlm, recorder, suite.max_tokens)})
     for item in items:
         runner.run(suite.prompt_for(item), images=item.images, pipeline="adapter", toolbox=recording,
                    settings=settings)
@@ -260,8 +228,6 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the runner with a zero-cost VLM")
     parser.add_argument("--linger", type=float, action="append", default=[],
                         help="also run (d) with the Batcher's linger set to this many seconds (repeatable)")
-    parser.add_argument("--batch-embed", action="store_true",
-                        help="also run (d) with the embedder's intent calls batched too (B at a time)")
     args = parser.parse_args()
     command = ".venv/bin/python benchmarks/eval_throughput.py " + shlex.join(sys.argv[1:])
     settings = load_settings()
@@ -298,8 +264,7 @@ def main() -> None:
         Eval(root, toolbox, min(4, args.items), 2, args.seed, settings)()
         sizes.clear()
 
-        instant = Toolbox({**{r: b for r, b in toolbox._backends.items() if r != "vlm"},
-                           "vlm": InstantVLM(vlm, Recorder(suite.max_tokens))}, settings=settings)
+        instant = toolbox.with_backends({"vlm": InstantVLM(vlm, Recorder(), suite.max_tokens)})
         ways = {
             "(a) loop of vlm.chat": lambda: (worker.submit(run_loop, vlm, requests).result(), None, None),
             f"(b) vlm.batch, B={args.batch}": lambda: (
@@ -313,14 +278,6 @@ def main() -> None:
         for linger in args.linger:
             ways[f"(d) run_eval, B={args.batch}, linger {linger:g} s"] = Lingering(
                 Eval(root, toolbox, args.items, args.batch, args.seed, settings), linger)
-        if args.batch_embed and toolbox.has("embed"):
-            for linger in [None, *args.linger]:
-                embedder = batched_embedder(toolbox.get("embed"), args.batch, linger)
-                both = Toolbox({"vlm": vlm, "embed": embedder}, settings=settings)
-                run = Eval(root, both, args.items, args.batch, args.seed, settings)
-                label = f"(d) run_eval, B={args.batch}, " + ("" if linger is None else f"linger {linger:g} s, ") \
-                    + "embedder batched"
-                ways[label] = run if linger is None else Lingering(run, linger)
         names = list(ways)
         times: dict[str, list[float]] = {n: [] for n in names}
         cpus: dict[str, list[float]] = {n: [] for n in names}

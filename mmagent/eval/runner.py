@@ -136,7 +136,8 @@ class Evaluator:
         self.extra_metrics = list(extra_metrics)
         self.batch_size = max(1, batch_size)
         self.settings = settings or load_settings()
-        self._in_flight = 0
+        #: items handed to `rows` and not finished (queued or running): what a batch waits for
+        self._unfinished = 0
         self._lock = threading.Lock()
         self.batchers: dict[str, Any] = {}
         self.toolbox = None
@@ -155,14 +156,14 @@ class Evaluator:
             self._graph = build_pipeline(pipeline, self.toolbox)
 
     def in_flight(self) -> int:
-        return self._in_flight
+        """Items not finished yet. A batcher waits for min(B, this) calls: counting only started
+        items, the first threads of a wave found 1-3 running and ran batches of 1-3."""
+        return self._unfinished
 
     def run_one(self, item: EvalItem) -> dict[str, Any]:
         """The results row of one item (errors recorded in the row, not raised)."""
         from .. import runner
 
-        with self._lock:
-            self._in_flight += 1
         start = time.perf_counter()
         try:
             prompt = self.suite.prompt_for(item)
@@ -174,7 +175,7 @@ class Evaluator:
             prompt = item.question
         finally:
             with self._lock:
-                self._in_flight -= 1
+                self._unfinished -= 1
         seconds = time.perf_counter() - start
         return self.row(item, prompt, answer, seconds, steps, artifacts, error)
 
@@ -205,6 +206,8 @@ class Evaluator:
 
     def rows(self, items: Sequence[EvalItem]) -> Iterator[dict[str, Any]]:
         """Rows as items finish (B at a time when batch_size is B)."""
+        with self._lock:
+            self._unfinished += len(items)
         if self.batch_size == 1:
             for item in items:
                 yield self.run_one(item)
