@@ -177,6 +177,10 @@ def test_bad_arguments_are_input_errors(tmp_path):
         run_eval(out=tmp_path / "o")
     with pytest.raises(InputError, match="unknown pipeline"):
         run_eval(data=str(data), pipelines=["nope"], out=tmp_path / "o")
+    with pytest.raises(InputError, match="pipeline 'unified' cannot run here: its unified role is unavailable"):
+        run_eval(data=str(data), pipelines=["adapter", "unified"], out=tmp_path / "o",
+                 toolbox=scripted_toolbox(vlm=CountingVLM()))
+    assert not (tmp_path / "o" / "results.jsonl").exists()
     with pytest.raises(InputError, match="no such file"):
         run_eval(data=str(tmp_path / "missing.jsonl"), pipelines=["adapter"], out=tmp_path / "o")
     with pytest.raises(InputError, match="unknown suite"):

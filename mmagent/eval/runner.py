@@ -105,8 +105,9 @@ def pick_metric(suite: Suite, items: Sequence[EvalItem]) -> Metric:
     return get_metrics().get(name)
 
 
-def check_pipelines(pipelines: Sequence[str]) -> list[str]:
-    """The pipeline names, each registered or a loadable `FILE.py:graph`."""
+def check_pipelines(pipelines: Sequence[str], toolbox: Any = None, settings: Settings | None = None) -> list[str]:
+    """The pipeline names, each registered (with the roles it needs available here) or a
+    loadable `FILE.py:graph`: a pipeline that cannot run fails before any item does."""
     from ..graphs_registry import get_graphs
 
     names = [p.strip() for p in pipelines if p.strip()]
@@ -120,7 +121,15 @@ def check_pipelines(pipelines: Sequence[str]) -> list[str]:
 
             load_graph(name)
         else:
-            get_graphs().get(name)
+            spec = get_graphs().get(name)
+            if toolbox is None:
+                from ..toolbox import Toolbox
+
+                toolbox = Toolbox(settings=settings)
+            for role in spec.roles:
+                reason = toolbox.why_unavailable(role)
+                if reason:
+                    raise InputError(f"pipeline '{name}' cannot run here: its {role} role is unavailable ({reason})")
     return names
 
 
@@ -335,7 +344,7 @@ def run_eval(*, suite: str | Suite | None = None, data: str | None = None, pipel
         raise InputError("--limit must be at least 1")
     settings = settings or load_settings()
     chosen = resolve_suite(suite, data, metric, mapping)
-    names = check_pipelines(list(pipelines or chosen.pipelines))
+    names = check_pipelines(list(pipelines or chosen.pipelines), toolbox, settings)
     out = Path(out)
     seed_everything(seed)
     # On a resume, items already done by every pipeline need no second media check (a no-op
