@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import InputError, PluginError
+from .errors import PluginError
+from .registry import NamedRegistry
 
 if TYPE_CHECKING:
     from .toolbox import Toolbox
@@ -46,35 +47,13 @@ class GraphSpec:
         return self.build(toolbox, **options).compile(checkpointer=checkpointer, name=self.name)
 
 
-class GraphRegistry:
-    def __init__(self) -> None:
-        self.graphs: dict[str, GraphSpec] = {}
-        self.owners: dict[str, str] = {}
+class GraphRegistry(NamedRegistry):
+    kind, unknown, cls, cls_path, hook = "graph", "pipeline", GraphSpec, "mmagent.graphs_registry.GraphSpec", \
+        "register_graphs"
 
-    @classmethod
-    def from_plugins(cls, plugins) -> GraphRegistry:
-        registry = cls()
-        plugins.collect("register_graphs", registry.register, lambda spec: f"graph {spec.name}")
-        return registry
-
-    def register(self, spec: GraphSpec, owner: str = "runtime") -> None:
-        if not isinstance(spec, GraphSpec):
-            raise PluginError(f"{spec!r} is not an mmagent.graphs_registry.GraphSpec")
-        if not spec.name or not all(c.isalnum() or c in "-_." for c in spec.name):
-            raise PluginError(f"graph name '{spec.name}' must be letters, digits, '-', '_' or '.'")
-        if spec.name in self.graphs:
-            raise PluginError(f"graph '{spec.name}' is already registered by '{self.owners[spec.name]}'")
-        self.graphs[spec.name] = spec
-        self.owners[spec.name] = owner
-
-    def get(self, name: str) -> GraphSpec:
-        try:
-            return self.graphs[name]
-        except KeyError:
-            raise InputError(f"unknown pipeline '{name}' (available: {', '.join(self.graphs) or 'none'})") from None
-
-    def list(self) -> list[GraphSpec]:
-        return list(self.graphs.values())
+    @property
+    def graphs(self) -> dict[str, GraphSpec]:
+        return self.items
 
 
 def get_graphs() -> GraphRegistry:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import InputError, PluginError
+from ..registry import NamedRegistry
 
 
 @dataclass
@@ -116,52 +117,12 @@ class Suite:
         return None
 
 
-class NamedRegistry:
-    """Name -> object (suites, metrics), filled from a plugin hook; duplicates are refused."""
-
-    kind = "thing"
-    cls: type = object
-    hook = ""
-
-    def __init__(self) -> None:
-        self.items: dict[str, Any] = {}
-        self.owners: dict[str, str] = {}
-
-    @classmethod
-    def from_plugins(cls, plugins) -> NamedRegistry:
-        registry = cls()
-        plugins.collect(cls.hook, registry.register, lambda obj: f"{cls.kind} {obj.name}")
-        return registry
-
-    def register(self, obj: Any, owner: str = "runtime") -> None:
-        if not isinstance(obj, self.cls):
-            raise PluginError(f"{obj!r} is not an mmagent.eval.{self.cls.__name__}")
-        if not obj.name or not all(c.isalnum() or c in "-_." for c in obj.name):
-            raise PluginError(f"{self.kind} name '{obj.name}' must be letters, digits, '-', '_' or '.'")
-        if obj.name in self.items:
-            raise PluginError(f"{self.kind} '{obj.name}' is already registered by '{self.owners[obj.name]}'")
-        self.items[obj.name] = obj
-        self.owners[obj.name] = owner
-
-    def get(self, name: str) -> Any:
-        try:
-            return self.items[name]
-        except KeyError:
-            raise InputError(f"unknown {self.kind} '{name}' (available: {', '.join(self.items) or 'none'})") from None
-
-    def list(self) -> list[Any]:
-        return list(self.items.values())
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.items.values())
-
-
 class SuiteRegistry(NamedRegistry):
-    kind, cls, hook = "suite", Suite, "register_suites"
+    kind, cls, cls_path, hook = "suite", Suite, "mmagent.eval.Suite", "register_suites"
 
 
 class MetricRegistry(NamedRegistry):
-    kind, cls, hook = "metric", Metric, "register_metrics"
+    kind, cls, cls_path, hook = "metric", Metric, "mmagent.eval.Metric", "register_metrics"
 
 
 def get_suites() -> SuiteRegistry:
