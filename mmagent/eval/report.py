@@ -529,6 +529,14 @@ def _legend(items: Sequence[tuple[str, str]], x: float, y: float, max_width: flo
     return "".join(parts), cy - y + 20
 
 
+def _category_label(text: str, cx: float, y0: float, rotate: bool, cls: str = "cat") -> str:
+    """An x-axis category label under the bars centred at `cx` (slanted when labels are crowded)."""
+    if rotate:
+        return (f'<text class="{cls}" transform="translate({_f(cx + 4)} {_f(y0 + 14)}) rotate(-35)" '
+                f'text-anchor="end">{_e(text)}</text>')
+    return f'<text class="{cls}" x="{_f(cx)}" y="{_f(y0 + 18)}" text-anchor="middle">{_e(text)}</text>'
+
+
 def svg_by_type(summary: dict[str, Any]) -> str:
     """Grouped bars: accuracy per type (and overall), one bar per pipeline."""
     pipes = _pipelines(summary)
@@ -583,12 +591,7 @@ def svg_by_type(summary: dict[str, Any]) -> str:
                                f'text-anchor="middle">{100 * acc:.0f}</text>')
             x += bar_w + 2
         cx = gx + group_w / 2
-        cls = "cat total" if t == "all" else "cat"
-        if rotate:
-            out.append(f'<text class="{cls}" transform="translate({_f(cx + 4)} {_f(y0 + 14)}) rotate(-35)" '
-                       f'text-anchor="end">{_e(t)}</text>')
-        else:
-            out.append(f'<text class="{cls}" x="{_f(cx)}" y="{_f(y0 + 18)}" text-anchor="middle">{_e(t)}</text>')
+        out.append(_category_label(t, cx, y0, rotate, "cat total" if t == "all" else "cat"))
     out.append(f'<line class="axis" x1="{left}" x2="{_f(left + plot_w)}" y1="{_f(y0)}" y2="{_f(y0)}"/>')
     out.append(f'<text class="axis-title" x="{_f(left + plot_w / 2)}" y="{_f(height - 8)}" '
                f'text-anchor="middle">item type</text>')
@@ -767,11 +770,7 @@ def svg_attribution(summary: dict[str, Any]) -> str | None:
             if sum(c.values()):
                 out.append(f'<text class="value" x="{_f(cx)}" y="{_f(yy - 4)}" text-anchor="middle">'
                            f'{sum(c.values()):.0f}</text>')
-            if rotate:
-                out.append(f'<text class="cat" transform="translate({_f(cx + 4)} {_f(y0 + 14)}) rotate(-35)" '
-                           f'text-anchor="end">{_e(t)}</text>')
-            else:
-                out.append(f'<text class="cat" x="{_f(cx)}" y="{_f(y0 + 18)}" text-anchor="middle">{_e(t)}</text>')
+            out.append(_category_label(t, cx, y0, rotate))
         out.append(f'<line class="axis" x1="{left}" x2="{_f(left + plot_w)}" y1="{_f(y0)}" y2="{_f(y0)}"/>')
         out.append(f'<text class="axis-title" transform="translate(16 {_f(ptop + panel_h / 2)}) rotate(-90)" '
                    f'text-anchor="middle">wrong answers</text>')

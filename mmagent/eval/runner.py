@@ -302,14 +302,19 @@ def _run_config(suite: Suite, data: str | None, seed: int, metric: str) -> dict[
     return {"suite": suite.name, "data": data, "seed": seed, "metric": metric}
 
 
-def _prepare_out(out: Path, config: dict[str, Any], resume: bool) -> list[dict[str, Any]]:
-    """The rows already in `out` (resume), after checking the folder is this run's."""
-    out.mkdir(parents=True, exist_ok=True)
+def _rows_before(out: Path, resume: bool) -> list[dict[str, Any]]:
+    """The rows already in `out`: refused unless resuming (the folder is another run's)."""
     rows = read_rows(out / RESULTS)
-    run_file = out / RUN_FILE
     if rows and not resume:
         raise InputError(f"{out} already holds {len(rows)} results: add --resume to continue that run, "
                          "or choose another --out")
+    return rows
+
+
+def _prepare_out(out: Path, config: dict[str, Any], resume: bool) -> None:
+    """Check a resumed folder holds this run (same suite, data, seed, metric); record the run."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / RUN_FILE
     if run_file.exists() and resume:
         try:
             before = json.loads(run_file.read_text())
@@ -322,7 +327,6 @@ def _prepare_out(out: Path, config: dict[str, Any], resume: bool) -> list[dict[s
     tmp = run_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(config, indent=1))
     tmp.replace(run_file)
-    return rows
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -347,10 +351,11 @@ def run_eval(*, suite: str | Suite | None = None, data: str | None = None, pipel
     names = check_pipelines(list(pipelines or chosen.pipelines), toolbox, settings)
     out = Path(out)
     seed_everything(seed)
+    rows = _rows_before(out, resume)
     # On a resume, items already done by every pipeline need no second media check (a no-op
     # resume of 10,000 images spent 95 % of its time decoding them again).
     finished: dict[str, set[str]] = {}
-    for row in read_rows(out / RESULTS) if resume else []:
+    for row in rows:
         finished.setdefault(str(row["item_id"]), set()).add(str(row["pipeline"]))
     checked = frozenset(i for i, done_by in finished.items() if set(names) <= done_by)
     items, skipped = load_items(chosen, limit=limit, seed=seed, media_dir=out / "media", checked=checked)
@@ -363,7 +368,7 @@ def run_eval(*, suite: str | Suite | None = None, data: str | None = None, pipel
         raise InputError(f"no usable items in {chosen.name}" + (f" ({len(skipped)} skipped)" if skipped else ""))
     chosen_metric = pick_metric(chosen, items)
     extras = [get_metrics().get(m) for m in chosen.extra_metrics if m != chosen_metric.name]
-    rows = _prepare_out(out, _run_config(chosen, data, seed, chosen_metric.name), resume)
+    _prepare_out(out, _run_config(chosen, data, seed, chosen_metric.name), resume)
     done = set(iter_keys(rows))
     new = 0
     if engine == "ray":
