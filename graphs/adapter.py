@@ -43,6 +43,8 @@ def build_graph(toolbox: Toolbox | None = None, *, checkpointer: Any = None, **o
 
 
 class _AdapterNodes(Nodes):
+    brain = "vlm"
+
     def see(self, state: MMState) -> dict:
         """The VLM answers over the images in scope and the question."""
         intent, steps = self.intent(state.get("question", ""))

@@ -81,6 +81,11 @@ class MMState(TypedDict, total=False):
     outputs: Annotated[list[dict], per_turn]
     #: Tool results by "tool:sha256", kept across turns (a second question reuses the OCR).
     observations: Annotated[dict, merge]
+    #: Media a converter tool expanded, by "sha256" of the original (a video -> its keyframes and
+    #: audio track, as part dicts), kept across turns. They stand in for the original everywhere.
+    expanded: Annotated[dict, merge]
+    #: What the router decided for this turn (`mmagent.graphs.router`): route, scores, runner-up.
+    route: dict
     answer: str
 
 
@@ -119,23 +124,37 @@ def last_human(state: MMState) -> tuple[int, HumanMessage | None]:
     return -1, None
 
 
+def expanded_media(state: MMState, parts: Sequence[Part]) -> list[Part]:
+    """`parts` with each expanded medium (a video) replaced by what it expanded into."""
+    expanded = state.get("expanded") or {}
+    if not expanded:
+        return list(parts)
+    out: list[Part] = []
+    for part in parts:
+        derived = expanded.get(part.ref.sha256)
+        out.extend(part_from_dict(d) for d in derived) if derived else out.append(part)
+    return out
+
+
 def files_in_scope(state: MMState, kind: str | None = None) -> list[Part]:
     """The media this turn is about: the last human message's, else (a follow-up question) those of
-    the most recent earlier message that had media."""
+    the most recent earlier message that had media. Expanded media (a video) count as what they
+    expanded into (its keyframes and audio track)."""
     messages = state.get("messages") or []
     index, _ = last_human(state)
     for i in range(index, -1, -1):
         if isinstance(messages[i], HumanMessage):
             media = message_media(messages[i])
             if media:
-                return [p for p in media if kind is None or p.type == kind]
+                return [p for p in expanded_media(state, media) if kind is None or p.type == kind]
     return []
 
 
 def turn_media(state: MMState, kind: str | None = None) -> list[Part]:
-    """Only the media of the last human message."""
+    """Only the media of the last human message (expanded media as what they expanded into)."""
     _, message = last_human(state)
-    return [p for p in (message_media(message) if message else []) if kind is None or p.type == kind]
+    media = expanded_media(state, message_media(message)) if message else []
+    return [p for p in media if kind is None or p.type == kind]
 
 
 def label_of(parts: Sequence[Part], part: Part) -> str:
@@ -169,6 +188,10 @@ def emit(event: dict) -> None:
 
 class Nodes:
     """Nodes bound to a toolbox; each method is a LangGraph node over `MMState`."""
+
+    #: The role whose model answers in this graph ("llm", "vlm", "unified"); media of a kind it does
+    #: not take natively are expanded by a converter tool when one is registered (a video).
+    brain: str | None = None
 
     ANSWER_SYSTEM = ("You answer the user's question using the observations that tools made of the user's "
                      "files. Be brief and exact; quote numbers and names as observed.")
@@ -204,7 +227,42 @@ class Nodes:
             raise InputError("nothing to do: give a prompt, an image or audio")
         out["question"] = question
         out["plan"] = {"output": state.get("output") or "auto"}
+        expansion = self.expand(state, message_media(message))
+        if expansion["expanded"]:
+            out["expanded"] = expansion["expanded"]
+        out["steps"] = fresh(expansion["steps"])
+        out["artifacts"] = fresh(expansion["artifacts"])
         return out
+
+    def expand(self, state: MMState, media: Sequence[Part], brain: str | None = None) -> dict:
+        """Run converter tools (`Tool.expands`) on the media of kinds the brain does not take
+        natively (a video: keyframes and audio track); what they made stands in for the original.
+        Media expanded on an earlier turn are not expanded again."""
+        brain = brain or self.brain
+        done = state.get("expanded") or {}
+        out: dict[str, Any] = {"expanded": {}, "steps": [], "artifacts": []}
+        for part in media:
+            if part.type in ("text", "image", "audio") or part.ref.sha256 in done or self.takes(brain, part.type):
+                continue
+            converters = [t for t in get_tools().available(self.tools, reads=part.type) if t.expands]
+            if not converters:
+                continue
+            tool = converters[0]
+            output, step = self._timed(tool, {"file": part})
+            step["file"] = label_of(media, part)
+            out["steps"].append(step)
+            if output is not None and output.parts:
+                out["expanded"][part.ref.sha256] = [p.to_dict() for p in output.parts]
+                out["artifacts"].append({**output.artifact, "label": tool.label.format(
+                    tool=tool.name, file=label_of(media, part))})
+        return out
+
+    def takes(self, role: str | None, kind: str) -> bool:
+        """Whether the backend of `role` reads `kind` natively (False when there is no such backend)."""
+        if role is None or not self.tools.has(role):
+            return False
+        backend = self.tools.get(role)
+        return backend.takes(kind) if hasattr(backend, "takes") else kind in getattr(backend, "accepts", ())
 
     # -- observing the media -------------------------------------------------------------------
 
@@ -288,9 +346,15 @@ class Nodes:
                       "numbers and names as you see or hear them.")
 
     def unified_answer(self, state: MMState) -> dict:
-        """The unified model answers over the images in scope and this turn's audio, as they are."""
-        media = files_in_scope(state, "image") + turn_media(state, "audio")
+        """The unified model answers over the images in scope and this turn's audio, as they are;
+        kinds it does not take natively arrive as what the tools observed of them."""
+        media = [p for p in files_in_scope(state, "image") + turn_media(state, "audio") if self.takes("unified", p.type)]
         question = state.get("question", "")
+        typed = _typed(state)
+        observed = "\n".join(f"[{a['label']}]\n{a['text']}" for a in state.get("artifacts", [])
+                             if a.get("text") and (typed or a.get("kind") != "transcript"))
+        if observed:
+            question = f"Observations:\n{observed}\n\nQuestion: {question}"
         content = [part_to_block(p) for p in media] + ([{"type": "text", "text": question}] if question else [])
         messages = [SystemMessage(state.get("system") or self.UNIFIED_SYSTEM), *history(state), HumanMessage(content)]
         return self._answer("unified", messages)
@@ -451,11 +515,11 @@ def history(state: MMState) -> list[BaseMessage]:
 
 
 def all_files(state: MMState) -> list[Part]:
-    """Every medium in the conversation, in order, once."""
+    """Every medium in the conversation, in order, once (expanded media as what they expanded into)."""
     seen: dict[str, Part] = {}
     for m in state.get("messages") or []:
         if isinstance(m, HumanMessage):
-            for p in message_media(m):
+            for p in expanded_media(state, message_media(m)):
                 seen.setdefault(p.ref.sha256, p)
     return list(seen.values())
 

@@ -81,6 +81,8 @@ def _after_agent(state: MMState) -> str:
 
 
 class _ToolChainNodes(Nodes):
+    brain = "llm"
+
     def plan(self, state: MMState) -> dict:
         """Choose the tools for the media in scope from the registry, by the question's intent."""
         intent, steps = self.intent(state.get("question", ""))

@@ -102,7 +102,8 @@ def build_pipeline(name: str, toolbox: Toolbox, *, planner: str = "auto", checkp
 def request_message(prompt: str = "", *, images: Sequence[Source] = (), audio: Sequence[Source] = (),
                     attachments: Sequence[Source] = (), settings: Settings | None = None):
     """The request as one HumanMessage: the text, then each image/audio by media-store reference
-    (validated and stored first). `attachments` are sniffed: image or audio."""
+    (validated and stored first). `attachments` are sniffed: image, audio or video (a video reaches
+    the models through a converter tool a plugin registers, `Tool.expands`)."""
     from .langchain import part_to_block
     from langchain_core.messages import HumanMessage
 
@@ -111,8 +112,8 @@ def request_message(prompt: str = "", *, images: Sequence[Source] = (), audio: S
     parts += [load_media(s, expect="audio", settings=settings) for s in audio]
     for source in attachments:
         part = load_media(source, settings=settings)
-        if part.type not in ("image", "audio"):
-            raise InputError(f"attachment is {part.type}; mmagent run takes images and audio")
+        if part.type not in ("image", "audio", "video"):
+            raise InputError(f"attachment is {part.type}; mmagent run takes images, audio and video")
         parts.append(part)
     prompt = _clean_text(prompt)
     if not prompt.strip() and not parts:

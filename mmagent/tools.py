@@ -66,6 +66,10 @@ class Tool:
     auto: bool = False
     #: How its artifact is labelled for the model: "{file}" becomes "image 1", "audio 2" ...
     label: str = "{tool} of {file}"
+    #: A converter: the media kinds it turns its `file` into (its output `parts`), e.g. a video's
+    #: keyframes and audio track ("image", "audio"). Graphs put those parts in the file's place for
+    #: every model and tool that cannot read the file's kind itself.
+    expands: tuple[str, ...] = ()
 
     def spec(self):
         """The `ToolSpec` a chat backend is given."""
@@ -265,6 +269,9 @@ class ToolRegistry:
             raise PluginError(f"tool '{tool.name}': parameters must be a JSON object schema")
         if tool.file_kind is not None and "file" not in tool.parameters.get("properties", {}):
             raise PluginError(f"tool '{tool.name}' reads {tool.file_kind} but has no 'file' argument")
+        if tool.expands and tool.file_kind is None:
+            raise PluginError(f"tool '{tool.name}' expands a file into {'/'.join(tool.expands)} but reads none "
+                              "(set file_kind)")
         if tool.name in self.tools:
             raise PluginError(f"tool '{tool.name}' is already registered by '{self.owners[tool.name]}'")
         self.tools[tool.name] = tool

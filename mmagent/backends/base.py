@@ -69,6 +69,18 @@ class Backend:
             return f"{self.role}/{self.name} needs {', '.join(missing)} (not installed)"
         return model_unavailable_reason(self.model_id)
 
+    def is_local(self) -> bool:
+        """Whether requests stay on this machine (or the user's own network): False for a backend
+        that sends data to a remote service. The router's `local-only` policy reads it."""
+        return True
+
+    def takes(self, kind: str) -> bool:
+        """Whether this backend reads `kind` ("text", "image", "audio", "video") natively. The
+        class's `accepts`, unless the instance was configured with narrower ones (an API model that
+        takes images but not audio)."""
+        narrowed = getattr(self, "accepts_here", None)
+        return kind in (narrowed if narrowed is not None else self.accepts)
+
     def describe(self) -> dict[str, Any]:
         return {
             "role": self.role, "name": self.name, "model": self.model_id, "device": self.device,
