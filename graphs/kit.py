@@ -331,9 +331,12 @@ class Nodes:
                     HumanMessage(user)]
         return self._answer("llm", messages)
 
-    def vlm_answer(self, state: MMState) -> dict:
-        """The vision-language model answers over the images in scope (and any transcripts)."""
+    def vlm_answer(self, state: MMState, context: str = "") -> dict:
+        """The vision-language model answers over the images in scope (and any transcripts);
+        `context` (what tools observed) goes before the question."""
         question = state.get("question", "")
+        if context:
+            question = f"{context}\n\n{question}"
         images = files_in_scope(state, "image")
         transcripts = [a for a in state.get("artifacts", []) if a.get("kind") == "transcript"]
         if transcripts and _typed(state):  # a typed question about a recording

@@ -8,6 +8,7 @@ Every effective value remembers where it came from, so `mmagent config` can say 
               max_redirects
     [paths]   allowed_roots
     [roles.asr]  backend, model, device, dtype, options = {...}   (one table per role)
+    [router]  policy, latency_budget, routes, competence, margin, unmeasured   (`--pipeline auto`)
 
 Environment: MMAGENT_HOME, MMAGENT_<SECTION>_<KEY> (e.g. MMAGENT_LIMITS_MAX_BYTES,
 MMAGENT_FETCH_ENABLED) and MMAGENT_<ROLE>_<BACKEND|MODEL|DEVICE|DTYPE> (e.g. MMAGENT_ASR_MODEL).
@@ -67,6 +68,29 @@ class PathSettings:
     allowed_roots: tuple[str, ...] = ()
 
 
+#: The router's policies (`[router] policy`): see `mmagent.routing.policy`.
+ROUTER_POLICIES = ("quality", "latency", "local-only", "budget")
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """How `--pipeline auto` chooses among the routes that can serve a request."""
+
+    #: quality: the highest expected accuracy; latency: the fastest within `margin` of the best;
+    #: local-only: quality among routes whose models run here; budget: quality within `latency_budget`.
+    policy: str = "quality"
+    #: Seconds a request may take (expected); 0 = no budget. Any policy skips routes over it.
+    latency_budget: float = 0.0
+    #: The routes to choose among (registered graphs with a brain); empty = all of them.
+    routes: tuple[str, ...] = ()
+    #: A competence file from `mmagent route fit`; empty = the one shipped for the offline defaults.
+    competence: str = ""
+    #: Expected-accuracy slack the latency policy trades for speed.
+    margin: float = 0.05
+    #: Expected accuracy assumed for a route no eval has measured (a configured API model).
+    unmeasured: float = 0.5
+
+
 @dataclass(frozen=True)
 class RoleSettings:
     """Which backend serves a role and with what model, device and dtype."""
@@ -85,6 +109,7 @@ class Settings:
     fetch: FetchSettings = FetchSettings()
     paths: PathSettings = PathSettings()
     roles: Mapping[str, RoleSettings] = field(default_factory=dict)
+    router: RouterSettings = RouterSettings()
     #: dotted key -> where its value came from ("default", a file path, or "env MMAGENT_X").
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -98,7 +123,7 @@ class Settings:
     def flat(self) -> dict[str, Any]:
         """Every effective value under its dotted key (`limits.max_bytes`, `roles.asr.model`)."""
         out: dict[str, Any] = {"home": self.home}
-        for section in ("limits", "fetch", "paths"):
+        for section in ("limits", "fetch", "paths", "router"):
             for f in dataclasses.fields(getattr(self, section)):
                 out[f"{section}.{f.name}"] = getattr(getattr(self, section), f.name)
         for role in sorted(self.roles):
@@ -107,7 +132,10 @@ class Settings:
         return out
 
 
-_SECTIONS: dict[str, type] = {"limits": Limits, "fetch": FetchSettings, "paths": PathSettings}
+_SECTIONS: dict[str, type] = {"limits": Limits, "fetch": FetchSettings, "paths": PathSettings,
+                              "router": RouterSettings}
+#: Settings where 0 is meaningful (none / off) rather than an error.
+_ZERO_OK = ("fetch.max_redirects", "router.latency_budget", "router.margin", "router.unmeasured")
 
 
 def default_home() -> str:
@@ -176,7 +204,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
                 for sub, subvalue in _expect_table(table, f"roles.{role}", path).items():
                     flat[f"roles.{role}.{sub}"] = subvalue
         else:
-            raise ConfigError(f"{path}: unknown setting '{key}' (known: home, limits, fetch, paths, roles)")
+            raise ConfigError(f"{path}: unknown setting '{key}' (known: home, limits, fetch, paths, roles, router)")
     return flat
 
 
@@ -276,9 +304,15 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
             number = None
         if number is None or (isinstance(value, float) and isinstance(default, int) and value != int(value)):
             raise ConfigError(f"{where} must be {'an integer' if isinstance(default, int) else 'a number'}, got {value!r}")
-        if number < 0 or (number == 0 and key != "fetch.max_redirects"):
+        if number < 0 or (number == 0 and key not in _ZERO_OK):
             raise ConfigError(f"{where} must be positive, got {value!r}")
         return number
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        if key == "router.policy" and value not in ROUTER_POLICIES:
+            raise ConfigError(f"{where} must be one of {', '.join(ROUTER_POLICIES)}, got {value!r}")
+        return value
     raise AssertionError(f"no coercion for {key}")  # pragma: no cover
 
 

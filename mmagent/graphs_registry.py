@@ -28,6 +28,11 @@ class GraphSpec:
     builder: str | Callable[..., Any] = field(compare=False)
     #: The roles it needs to answer at all (shown by `mmagent graphs`).
     roles: tuple[str, ...] = ()
+    #: The role whose model answers (the "brain": llm, vlm, unified). A graph with a brain is a
+    #: route `--pipeline auto` can choose; the router reads what the brain takes natively.
+    brain: str | None = None
+    #: Media kinds a request must have for this route to serve it at all ("image" for a VLM route).
+    needs: tuple[str, ...] = ()
 
     def load_builder(self) -> Callable[..., Any]:
         if callable(self.builder):

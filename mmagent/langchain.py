@@ -318,7 +318,7 @@ def _role(role: str) -> str:
 
 
 def default_pipeline() -> str:
-    """The pipeline used when none is named ("tools" until the router lands)."""
+    """The pipeline used when none is named: "auto", the router."""
     from .runner import DEFAULT_PIPELINE
 
     return DEFAULT_PIPELINE

@@ -27,8 +27,8 @@ from .content.sources import Source, load_media
 from .errors import InputError
 from .toolbox import Toolbox
 
-#: The pipeline used when none is named.
-DEFAULT_PIPELINE = "tools"
+#: The pipeline used when none is named: the router (mmagent.graphs.router).
+DEFAULT_PIPELINE = "auto"
 OUTPUTS = ("auto", "text", "image", "speech")
 
 
@@ -44,11 +44,15 @@ class RunResult:
     thread: str | None = None
     #: Whether the answer's tokens were already delivered as ("token", ...) events.
     streamed: bool = False
+    #: The router's decision when `auto` chose the route: route, policy, scores, runner-up, ...
+    route: dict | None = None
 
     def to_json(self, files: Sequence[str] | None = None) -> dict[str, Any]:
         """The `mmagent run --json` object. `files`: where `outputs` were written, if they were."""
         data = {"answer": self.answer, "pipeline": self.pipeline, "plan": self.plan, "steps": self.steps,
                 "artifacts": self.artifacts, "seconds": round(self.seconds, 4)}
+        if self.route:
+            data["route"] = self.route
         if self.thread:
             data["thread"] = self.thread
         data["outputs"] = [{**p.to_dict(), **({"path": files[i]} if files else {})}
@@ -236,9 +240,12 @@ def _run(graph: Any, state_in: dict, thread: str | None, tokens: bool):
     # durability="exit": one checkpoint per turn, not one per step (threads stay small)
     extra = {"durability": "exit"} if getattr(graph, "checkpointer", None) else {}
     start, final, streamed = time.perf_counter(), {}, False
-    for mode, chunk in graph.stream(state_in, config, stream_mode=modes, **extra):
+    # subgraphs=True: the steps and tokens of a graph nested in another (a route the router could
+    # not copy in, a user's graph with subgraphs) reach the caller too; values are the outer graph's.
+    for namespace, mode, chunk in graph.stream(state_in, config, stream_mode=modes, subgraphs=True, **extra):
         if mode == "values":
-            final = chunk
+            if not namespace:
+                final = chunk
         elif mode == "custom" and isinstance(chunk, dict) and "step" in chunk:
             yield "step", chunk["step"]
         elif mode == "messages":
@@ -250,10 +257,24 @@ def _run(graph: Any, state_in: dict, thread: str | None, tokens: bool):
 
 
 def _result(final: dict, answer: str, pipeline: str, seconds: float, thread: str | None, streamed: bool) -> RunResult:
-    return RunResult(answer=answer, pipeline=pipeline, steps=final.get("steps", []),
+    route = current_route(final)
+    steps = [*(route or {}).get("steps", []), *final.get("steps", [])]  # the router's own calls first
+    return RunResult(answer=answer, pipeline=pipeline, steps=steps,
                      artifacts=final.get("artifacts", []), plan=final.get("plan", {}),
                      outputs=[part_from_dict(p) for p in final.get("outputs", [])], seconds=seconds,
-                     thread=thread, streamed=streamed)
+                     thread=thread, streamed=streamed, route=route)
+
+
+def current_route(state: dict) -> dict | None:
+    """The router's decision for this turn (None when no router ran for the last human message:
+    the state of a thread keeps an earlier turn's)."""
+    from langchain_core.messages import HumanMessage
+
+    route = state.get("route")
+    if not route:
+        return None
+    humans = [m for m in state.get("messages") or [] if isinstance(m, HumanMessage)]
+    return route if humans and route.get("message_id") == humans[-1].id else None
 
 
 @contextmanager

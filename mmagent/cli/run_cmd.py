@@ -20,8 +20,12 @@ from .output import print_json
 @click.option("-b", "--backend", "backend_choices", multiple=True, metavar="ROLE=BACKEND",
               help="This run's backend for ROLE (-b llm=openai; see `mmagent backends`). Repeatable.")
 @click.option("-s", "--system", metavar="TEXT", help="A system prompt.")
-@click.option("--pipeline", default="tools", show_default=True,
-              help="tools (LLM + tools) or adapter (a vision-language model reads the images).")
+@click.option("--pipeline", default="auto", show_default=True,
+              help="auto: the router sends each request to the route that answers it best; or a route by "
+                   "name: tools (LLM + tools), adapter (a VLM reads the images), hybrid (VLM + OCR), "
+                   "unified (an API model), or any registered graph (mmagent graphs).")
+@click.option("--policy", type=click.Choice(["quality", "latency", "local-only", "budget"]),
+              help="How auto chooses among routes that can serve (default: [router] policy, else quality).")
 @click.option("--output", type=click.Choice(["auto", "text", "image", "speech"]), default="auto", show_default=True,
               help="Answer modality; auto follows the request.")
 @click.option("--planner", type=click.Choice(["auto", "rules", "llm"]), default="auto", show_default=True,
@@ -39,7 +43,7 @@ from .output import print_json
 @click.option("--no-log", is_flag=True, help="Do not record this run for `mmagent logs`.")
 def run(prompt: str, images: tuple[str, ...], audio: tuple[str, ...], attachments: tuple[str, ...],
         model_choices: tuple[str, ...], backend_choices: tuple[str, ...], system: str | None, pipeline: str,
-        output: str, planner: str,
+        policy: str | None, output: str, planner: str,
         as_json: bool, verbose: bool, out_dir: str, graph_target: str | None, stream_tokens: bool,
         thread: str | None, continue_: bool, no_log: bool) -> None:
     """Answer PROMPT about the given images and audio (a spoken question needs no PROMPT).
@@ -49,7 +53,7 @@ def run(prompt: str, images: tuple[str, ...], audio: tuple[str, ...], attachment
 
     Every run is a turn of a conversation thread: `-c` continues the last one, `--thread ID` a
     named one; `mmagent logs` lists them."""
-    settings = settings_for_run(model_choices, backend_choices)
+    settings = settings_for_run(model_choices, backend_choices, {"router.policy": policy} if policy else None)
     prompt = prompt_with_stdin(prompt)
     thread = _pick_thread(thread, continue_)
     result = _execute(prompt, images=images, audio=audio, pipeline=pipeline, output=output, planner=planner,
@@ -135,7 +139,8 @@ def _print_steps(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("tool", "backend", "model", "input", "seconds", "output", title=f"pipeline: {result.pipeline}",
+    table = Table("tool", "backend", "model", "input", "seconds", "output", title=f"pipeline: {result.pipeline}" + (f" -> {result.route['route']} ({result.route['reason']})"
+                                                                if result.route else ""),
                   title_justify="left")
     for s in result.steps:
         out = s.get("error") and f"[red]{s['error']}[/red]" or s.get("output", "")
@@ -149,7 +154,8 @@ def _print_steps(result) -> None:
 # -- habits: models and backends for one run, a prompt from stdin, a missing output fails --------------
 
 
-def settings_for_run(model_choices: tuple[str, ...] = (), backend_choices: tuple[str, ...] = ()):
+def settings_for_run(model_choices: tuple[str, ...] = (), backend_choices: tuple[str, ...] = (),
+                     more: dict | None = None):
     """Settings with `-m ROLE=MODEL` and `-b ROLE=BACKEND` applied (the role's `model` and `backend`
     for this run only). A malformed value is one line and exit 2; a chosen model that cannot be had
     here (not installed, no such folder, not cached while the hub is unreachable) fails before any
@@ -157,9 +163,10 @@ def settings_for_run(model_choices: tuple[str, ...] = (), backend_choices: tuple
     from ..config import load_settings
 
     overrides = {**_role_overrides(backend_choices, "-b", "backend", "llm=openai"),
-                 **_role_overrides(model_choices, "-m", "model", "llm=HuggingFaceTB/SmolLM2-360M-Instruct")}
+                 **_role_overrides(model_choices, "-m", "model", "llm=HuggingFaceTB/SmolLM2-360M-Instruct"),
+                 **(more or {})}
     settings = load_settings(overrides=overrides)
-    roles = list(dict.fromkeys(key.split(".")[1] for key in overrides))
+    roles = list(dict.fromkeys(key.split(".")[1] for key in overrides if key.startswith("roles.")))
     for role in roles:
         _check_chosen(role, settings)
     return settings

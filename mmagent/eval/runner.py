@@ -179,14 +179,18 @@ class Evaluator:
             result = runner._result_of(runner.run_graph(self._graph, prompt, images=item.images, audio=item.audio,
                                                         settings=self.settings))
             error, answer, steps, artifacts = None, result.answer, result.steps, result.artifacts
+            route = (result.route or {}).get("route")
         except Exception as exc:  # noqa: BLE001 - one bad item is a row with its error, not a dead run
-            error, answer, steps, artifacts = f"{type(exc).__name__}: {exc}", "", [], []
+            error, answer, steps, artifacts, route = f"{type(exc).__name__}: {exc}", "", [], [], None
             prompt = item.question
         finally:
             with self._lock:
                 self._unfinished -= 1
         seconds = time.perf_counter() - start
-        return self.row(item, prompt, answer, seconds, steps, artifacts, error)
+        row = self.row(item, prompt, answer, seconds, steps, artifacts, error)
+        if route:
+            row["route"] = route  # the route `auto` chose for this item
+        return row
 
     def row(self, item: EvalItem, prompt: str, answer: str, seconds: float, steps: list[dict],
             artifacts: list[dict], error: str | None) -> dict[str, Any]:
@@ -211,7 +215,8 @@ class Evaluator:
                 "correct": error is None and score >= self.metric.threshold,
                 "metrics": {k: round(float(v), 4) for k, v in scores.items()}, "seconds": round(seconds, 4),
                 "stages": stages, "intermediates": intermediates, "evidence": item.evidence, "error": error,
-                "suite": self.suite.name, "seed": self.seed, "batch_size": self.batch_size}
+                "suite": self.suite.name, "seed": self.seed, "batch_size": self.batch_size,
+                "images": list(item.images), "audio": list(item.audio)}
 
     def rows(self, items: Sequence[EvalItem]) -> Iterator[dict[str, Any]]:
         """Rows as items finish (B at a time when batch_size is B)."""
