@@ -576,3 +576,241 @@ def test_eval_compares_the_unified_route_over_a_server(server, monkeypatch, tmp_
     run = run_eval(data=str(tmp_path / "d.jsonl"), pipelines=["unified"], out=tmp_path / "o", batch_size=4,
                    toolbox=Toolbox({"unified": unified}))
     assert run.summary["pipelines"]["unified"]["accuracy"] == 1.0 and len(server.requests) == 4
+
+
+# -- the pixel budget (option max_pixels) -----------------------------------------------------------
+
+
+BUDGET = 1024 * 1024
+
+
+def picture(width: int, height: int, fmt: str = "PNG", mode: str = "RGB") -> bytes:
+    """Left half red, right half blue (a picture, not noise: it compresses and survives resizing)."""
+    from PIL import Image
+
+    image = Image.new("RGB", (width, height), (220, 20, 20))
+    image.paste((20, 20, 220), (width // 2, 0, width, height))
+    if mode != "RGB":
+        image = image.convert(mode)
+    buf = io.BytesIO()
+    image.save(buf, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def sent_images(body: dict) -> list[tuple[str, bytes]]:
+    """(MIME type, bytes) of every image_url part of the request's messages."""
+    out = []
+    for message in body["messages"]:
+        for block in message["content"] if isinstance(message["content"], list) else ():
+            if block["type"] == "image_url":
+                header, data = block["image_url"]["url"].split(",", 1)
+                assert header.startswith("data:") and header.endswith(";base64")
+                out.append((header[len("data:"):-len(";base64")], base64.b64decode(data)))
+    return out
+
+
+def opened(data: bytes):
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+@pytest.fixture
+def unified(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    return get_backend("unified", "openai", model="gpt-4o", base_url=server.url, max_retries=0)
+
+
+def test_a_large_png_arrives_within_the_budget_with_its_aspect_ratio_as_png(unified, server):
+    assert unified.max_pixels == BUDGET
+    image = load_media(picture(3000, 2000))
+    assert (image.width, image.height) == (3000, 2000)
+    result = unified.chat([Message("user", [TextPart("What is this?"), image])])
+    ((mime, data),) = sent_images(server.body)
+    sent = opened(data)
+    assert mime == "image/png" and sent.format == "PNG"
+    width, height = sent.size
+    assert width * height <= BUDGET
+    assert width * height > 0.99 * BUDGET  # as large as the budget allows, not needlessly smaller
+    assert abs(width - height * 3000 / 2000) <= 1 and abs(height - width * 2000 / 3000) <= 1
+    assert sent.getpixel((10, height // 2)) == (220, 20, 20)  # the same picture, shrunk
+    assert sent.getpixel((width - 10, height // 2)) == (20, 20, 220)
+    assert result.usage["downscaled"] == [{"from": [3000, 2000], "to": [width, height]}]
+    assert result.usage["total_tokens"] == 14  # the token counts are still there
+    assert unified.last_downscaled == result.usage["downscaled"]
+    assert server.body["messages"][0]["content"][0] == {"type": "text", "text": "What is this?"}
+
+
+def test_an_image_whose_size_the_part_does_not_know_is_measured(unified, server):
+    import dataclasses
+
+    image = dataclasses.replace(load_media(picture(3000, 2000)), width=0, height=0)
+    unified.chat([Message("user", [image])])
+    ((mime, data),) = sent_images(server.body)
+    assert mime == "image/png" and opened(data).size == (1254, 836)
+
+
+def test_a_jpeg_stays_jpeg_and_the_detail_hint_survives(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    vlm = get_backend("vlm", "openai", base_url=server.url, max_pixels=250_000)
+    image = load_media(picture(2000, 1500, "JPEG"), extras={"detail": "low"})
+    result = vlm.chat([Message("user", [image])])
+    block = server.body["messages"][0]["content"][0]
+    assert block["image_url"]["detail"] == "low"
+    ((mime, data),) = sent_images(server.body)
+    sent = opened(data)
+    assert mime == "image/jpeg" and sent.format == "JPEG" and data[:2] == b"\xff\xd8"
+    assert sent.size == (577, 433) and 577 * 433 <= 250_000
+    assert result.usage["downscaled"] == [{"from": [2000, 1500], "to": [577, 433]}]
+
+
+@pytest.mark.parametrize("fmt, mode", [("WEBP", "RGB"), ("GIF", "P"), ("BMP", "RGB")])
+def test_other_formats_are_sent_as_png(unified, server, fmt, mode):
+    unified.max_pixels = 100_000
+    unified.chat([Message("user", [load_media(picture(800, 400, fmt, mode))])])
+    ((mime, data),) = sent_images(server.body)
+    sent = opened(data)
+    assert mime == "image/png" and sent.format == "PNG" and sent.size == (447, 223)
+    assert sent.convert("RGB").getpixel((5, 100))[0] > 150  # still red on the left
+
+
+def test_images_within_the_budget_go_out_byte_identical(unified, server):
+    small, exact = png_bytes(), picture(1024, 1024)
+    result = unified.chat([Message("user", [load_media(small), load_media(exact)])])
+    assert sent_images(server.body) == [("image/png", small), ("image/png", exact)]
+    assert "downscaled" not in result.usage and unified.last_downscaled == []
+
+
+@pytest.mark.parametrize("no_limit", [0, None])
+def test_max_pixels_0_sends_the_original(server, monkeypatch, no_limit):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    unified = get_backend("unified", "openai", base_url=server.url, max_pixels=no_limit)
+    assert unified.max_pixels is None
+    big = picture(3000, 2000)
+    result = unified.chat([Message("user", [load_media(big)])])
+    assert sent_images(server.body) == [("image/png", big)]
+    assert "downscaled" not in result.usage
+
+
+def test_streaming_and_structured_output_are_scaled_down_too(unified, server):
+    image = load_media(picture(3000, 2000, "JPEG"))
+    server.reply(sse=[chunk("A red "), chunk("and blue picture.")])
+    assert "".join(unified.stream([Message("user", [TextPart("Describe."), image])])) == "A red and blue picture."
+    ((mime, data),) = sent_images(server.body)
+    assert mime == "image/jpeg" and opened(data).size == (1254, 836)
+    assert unified.last_downscaled == [{"from": [3000, 2000], "to": [1254, 836]}]
+    server.reply(json=completion('{"shop": "Corner Cafe", "total": 9.75}'))
+    result = unified.chat([Message("user", [image])], schema=RECEIPT_SCHEMA)
+    assert server.body["response_format"]["json_schema"]["name"] == "Receipt"
+    ((mime, data),) = sent_images(server.body)
+    assert mime == "image/jpeg" and opened(data).size == (1254, 836)
+    assert result.usage["downscaled"] == [{"from": [3000, 2000], "to": [1254, 836]}]
+
+
+def test_the_unified_pipeline_sends_a_large_photo_scaled_down(server, monkeypatch, tmp_path):
+    import mmagent
+    from mmagent.toolbox import Toolbox
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    unified = get_backend("unified", "openai", model="gpt-4o", base_url=server.url, max_retries=0)
+    (tmp_path / "big.png").write_bytes(picture(3000, 2000))
+    server.reply(json=completion("Red and blue."))
+    result = mmagent.run("What is shown?", images=[tmp_path / "big.png"], pipeline="unified", output="text",
+                         toolbox=Toolbox({"unified": unified}))
+    assert result.answer == "Red and blue."
+    ((mime, data),) = sent_images(server.body)
+    assert mime == "image/png" and opened(data).size == (1254, 836)
+
+
+@pytest.mark.parametrize("size, budget, expected", [
+    ((3000, 2000), BUDGET, (1254, 836)),
+    ((2000, 3000), BUDGET, (836, 1254)),
+    ((4000, 4000), BUDGET, (1024, 1024)),
+    ((100_000, 1), 1000, (1000, 1)),  # a side that would round to nothing keeps one pixel
+    ((7, 5), 34, (6, 4)),  # both sides rounded down
+])
+def test_scaled_size_fits_the_budget(size, budget, expected):
+    width, height = openai_client.scaled_size(*size, budget)
+    assert (width, height) == expected and width * height <= budget
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "1024x1024", True, [1024]])
+def test_bad_max_pixels_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="option max_pixels must be a positive integer"):
+        get_backend("unified", "openai", max_pixels=value)
+
+
+# -- what the configured model takes (option accepts) -----------------------------------------------
+
+
+def test_takes_follows_the_accepts_option(server):
+    default = get_backend("unified", "openai", base_url=server.url)
+    assert default.accepts_here is None
+    assert [default.takes(k) for k in ("text", "image", "audio", "video")] == [True, True, True, False]
+    llava = get_backend("unified", "openai", base_url=server.url, accepts=["image", "text"])
+    assert llava.accepts_here == ("text", "image")
+    assert [llava.takes(k) for k in ("text", "image", "audio", "video")] == [True, True, False, False]
+    assert llava.accepts == ("text", "image", "audio")  # the class is left alone
+    assert llava.describe()["accepts"] == ["text", "image"]
+    text_only = get_backend("vlm", "openai", base_url=server.url, accepts=["text"])
+    assert text_only.takes("text") and not text_only.takes("image")
+
+
+def test_accepts_from_the_roles_table(server, tmp_path, monkeypatch):
+    config = tmp_path / "mmagent.toml"
+    config.write_text(f'[roles.unified]\nbackend = "openai"\nmodel = "llava"\n'
+                      f'options = {{ base_url = "{server.url}", accepts = ["text", "image"] }}\n')
+    monkeypatch.setenv("MMAGENT_CONFIG", str(config))
+    unified = get_backend("unified")
+    assert type(unified).__name__ == "OpenAIUnified"
+    assert unified.takes("image") and not unified.takes("audio")
+
+
+@pytest.mark.parametrize("value, match", [
+    (["image"], 'must include "text"'),
+    (["text", "video"], "'video', which this backend cannot take"),
+    (["text", "smell"], "'smell', which this backend cannot take"),
+    ("text", "must be a list of kinds"),
+    ([1], "must be a list of kinds"),
+])
+def test_bad_accepts_is_a_config_error(value, match):
+    with pytest.raises(ConfigError, match=rf"unified/openai: option accepts.*{match}"):
+        get_backend("unified", "openai", accepts=value)
+
+
+# -- locality ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("base_url, local", [
+    ("http://127.0.0.1:11434/v1", True),
+    ("http://127.8.9.10/v1", True),
+    ("http://localhost:8000/v1", True),
+    ("http://LOCALHOST.:8000/v1", True),
+    ("localhost:11434/v1", True),  # no scheme
+    ("http://[::1]:8000/v1", True),
+    ("http://10.1.2.3:8000/v1", True),
+    ("http://172.16.0.5/v1", True),
+    ("http://192.168.1.20:11434/v1", True),
+    ("http://169.254.10.1/v1", True),
+    ("http://[fe80::1]/v1", True),
+    ("http://[fd12:3456::1]/v1", True),
+    ("http://gpu-box.local:8000/v1", True),
+    ("https://api.openai.com/v1", False),
+    ("https://8.8.8.8/v1", False),
+    ("http://172.32.0.1/v1", False),  # just outside 172.16/12
+    ("http://[2001:4860::8888]/v1", False),
+    ("https://my-vllm.example.com/v1", False),
+    ("http://127.0.0.1.nip.io/v1", False),  # a name, not an address: no DNS lookup, so remote
+])
+def test_is_local_follows_the_base_url(base_url, local):
+    assert get_backend("unified", "openai", base_url=base_url).is_local() is local
+
+
+def test_is_local_without_a_base_url_or_from_the_environment(monkeypatch):
+    assert get_backend("llm", "openai").is_local() is False  # api.openai.com
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://192.168.0.7:11434/v1")
+    assert get_backend("llm", "openai").is_local() is True
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.com/v1")
+    assert get_backend("llm", "openai").is_local() is False
