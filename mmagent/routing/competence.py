@@ -268,8 +268,11 @@ def fit(eval_dirs: Sequence[str | os.PathLike[str]], embedder: Any, *, exclude: 
         Z = (X - mean) / scale
         model = LogisticRegression(C=1.0, max_iter=5000)
         model.fit(Z, labels)
+        coef, intercept = model.coef_, model.intercept_
+        if len(model.classes_) == 2:  # one logit for two classes: as softmax logits, [0, w.x + b]
+            coef, intercept = np.vstack([np.zeros_like(coef[0]), coef[0]]), np.array([0.0, intercept[0]])
         order = [list(model.classes_).index(c) for c in classes]
-        coef, intercept = model.coef_[order], model.intercept_[order]
+        coef, intercept = coef[order], intercept[order]
         smallest = min(labels.count(c) for c in classes)
         if smallest >= 2:
             folds = min(5, smallest)

@@ -35,7 +35,7 @@ def image_features(data: bytes) -> np.ndarray:
     palette = len(np.unique((rgb * 7).astype(np.uint8).reshape(-1, 3), axis=0))
     return np.array([
         math.log2(max(width, 1)) / 10, math.log2(max(height, 1)) / 10, math.log2(max(width, 1) / max(height, 1)),
-        luma.mean(), luma.std(), saturation.mean(), (saturation > 0.35).mean(), (luma > 0.9).mean(),
+        luma.mean(), luma.std(), saturation.mean(), (saturation > 0.35).mean(), (luma > 0.96).mean(),
         (luma < 0.25).mean(), edges * 10, palette / 64,
     ], dtype=np.float32)
 
