@@ -35,6 +35,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "mmagent.plugins.transformers_llm",
     "mmagent.plugins.vlm",
     "mmagent.plugins.piper_tts",
+    "mmagent.plugins.video",
     "mmagent.plugins.diffusers_t2i",
     "mmagent.plugins.openai_client",
     "mmagent.graphs",
