@@ -65,11 +65,31 @@ def example_vectors(embedder):
     return cached
 
 
+#: The last questions' vectors per embedder: the router and the route's intent step embed the
+#: same question once.
+_questions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+RECENT = 32
+
+
+def question_vector(embedder, question: str):
+    """`embedder`'s vector of `question`, remembered for the next few calls with the same text."""
+    with _vectors_lock:
+        recent = _questions.setdefault(embedder, {})
+        vector = recent.get(question)
+    if vector is None:
+        vector = embedder.embed([question])[0]
+        with _vectors_lock:
+            if len(recent) >= RECENT:
+                recent.pop(next(iter(recent)))
+            recent[question] = vector
+    return vector
+
+
 def score_intents(question: str, embedder=None) -> Intent:
     """Score every intent in [0, 1]. `embedder` has `embed(texts) -> (n, d)` L2-normalised rows."""
     if embedder is not None and question.strip():
         names = list(INTENTS)
-        sims = example_vectors(embedder) @ embedder.embed([question])[0]
+        sims = example_vectors(embedder) @ question_vector(embedder, question)
         scores: dict[str, float] = {}
         i = 0
         for name in names:

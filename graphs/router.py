@@ -41,6 +41,7 @@ from mmagent.graphs_registry import GraphSpec, get_graphs
 from mmagent.toolbox import Toolbox
 from mmagent.tools import get_tools
 
+from .intent import question_vector
 from .kit import (MMState, Nodes, emit, expanded_media, files_in_scope, label_of, last_human, message_media,
                   stored_message, text_of)
 
@@ -223,7 +224,7 @@ class RouterNodes(Nodes):
         start = time.perf_counter()
         step: dict[str, Any] = {"tool": "embed", "backend": embedder.name, "model": embedder.model_id}
         try:
-            vector = embedder.embed([question])[0]
+            vector = question_vector(embedder, question)  # the route's intent step reuses it
         except Exception as exc:  # noqa: BLE001 - routing falls back to overall figures
             step.update(seconds=round(time.perf_counter() - start, 4), error=str(exc))
             return None, "overall (the embedder failed)", [step]

@@ -87,5 +87,7 @@ def test_intent_examples_are_embedded_once_per_embedder():
     first, _ = nodes.intent("what does the text say")
     again, _ = nodes.intent("what does the text say")
     examples = sum(len(v) for v in INTENTS.values())
-    assert embedder.sentences == examples + 2  # the examples once, then one question per request
+    assert embedder.sentences == examples + 1  # the examples once, the question once (then remembered)
+    nodes.intent("what does the sign say")
+    assert embedder.sentences == examples + 2  # a new question is embedded
     assert first == again and first.top == "read"

@@ -290,6 +290,10 @@ def test_the_intent_embedder_is_batched_too(tmp_path):
             return super().embed(texts)
 
     data = write_items(tmp_path / "d", 8)
+    # eight different questions (a repeated question is remembered, not embedded again)
+    lines = [json.loads(line) for line in data.read_text().splitlines()]
+    data.write_text("".join(json.dumps({**x, "question": f"How many shapes are in picture {i}?"}) + "\n"
+                            for i, x in enumerate(lines)))
     embedder, vlm = CountingEmbedder(), CountingVLM()
     run = run_eval(data=str(data), pipelines=["adapter"], out=tmp_path / "o", batch_size=4,
                    toolbox=scripted_toolbox(vlm=vlm, embed=embedder))

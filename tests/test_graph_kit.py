@@ -169,15 +169,15 @@ def test_second_turn_answers_from_the_first_turns_image(image):
     llm = ScriptedLLM("ok")
     ocr = ScriptedOCR(["Bakery Sol", "TOTAL 9.75"])
     box = scripted_toolbox(ocr=ocr, llm=llm)
-    first = run("What is the total?", images=[image], toolbox=box, planner="rules", thread="t1")
-    second = run("And which shop is it?", toolbox=box, planner="rules", thread="t1")
+    first = run("What is the total?", images=[image], toolbox=box, pipeline="tools", planner="rules", thread="t1")
+    second = run("And which shop is it?", toolbox=box, pipeline="tools", planner="rules", thread="t1")
     assert first.thread == second.thread == "t1"
     prompt = llm.calls[1]["messages"]
     assert [m.role for m in prompt] == ["system", "user", "assistant", "user"]  # the first turn is history
     assert "Bakery Sol" in prompt[-1].text and "Question: And which shop is it?" in prompt[-1].text
     assert second.steps[0]["tool"] == "llm"  # the OCR of turn 1 was reused, not run again
     assert second.artifacts[0]["cached"] is True
-    third = run("Thanks", toolbox=box, planner="rules", thread="other")  # another thread knows nothing
+    third = run("Thanks", toolbox=box, pipeline="tools", planner="rules", thread="other")  # another thread knows nothing
     assert third.artifacts == [] and "Bakery" not in llm.calls[2]["messages"][-1].text
 
 
@@ -185,8 +185,8 @@ def test_per_turn_fields_reset_and_no_spurious_speech(image):
     from mmagent.testing import ScriptedTTS
 
     box = scripted_toolbox(ocr=ScriptedOCR(), llm=ScriptedLLM("x"), tts=ScriptedTTS())
-    spoken = run("Read the total and say it out loud", images=[image], toolbox=box, planner="rules", thread="t")
-    plain = run("And in words?", toolbox=box, planner="rules", thread="t")
+    spoken = run("Read the total and say it out loud", images=[image], toolbox=box, pipeline="tools", planner="rules", thread="t")
+    plain = run("And in words?", toolbox=box, pipeline="tools", planner="rules", thread="t")
     assert [o.type for o in spoken.outputs] == ["audio"]
     assert plain.outputs == [] and plain.plan["output"] == "text"
     assert [s["tool"] for s in plain.steps] == ["llm"]
@@ -199,8 +199,8 @@ def test_second_prompt_reaches_the_tool_calling_llm(image):
     llm = ScriptedLLM(replies=[tool_call("read_text", file="image 1"), ChatResult("9.75"), ChatResult("Bakery")],
                       supports_tools=True)
     box = scripted_toolbox(ocr=ScriptedOCR(["Bakery", "TOTAL 9.75"]), llm=llm)
-    assert run("What is the total?", images=[image], toolbox=box, thread="agent").answer == "9.75"
-    second = run("Which shop?", toolbox=box, thread="agent")
+    assert run("What is the total?", images=[image], toolbox=box, pipeline="tools", thread="agent").answer == "9.75"
+    second = run("Which shop?", toolbox=box, pipeline="tools", thread="agent")
     assert second.answer == "Bakery"
     last = llm.calls[-1]["messages"]
     assert last[-1].role == "user" and last[-1].text == "Which shop?"
@@ -278,7 +278,7 @@ def test_continue_without_any_thread_is_a_clear_error(user_graph):
 
 def test_stream_yields_tokens_before_the_result(image):
     box = scripted_toolbox(ocr=ScriptedOCR(), llm=ScriptedLLM("The total is 9.75 euros."))
-    events = list(stream("What is the total?", images=[image], toolbox=box, planner="rules"))
+    events = list(stream("What is the total?", images=[image], toolbox=box, pipeline="tools", planner="rules"))
     kinds = [k for k, _ in events]
     tokens = [v for k, v in events if k == "token"]
     assert len(tokens) == 5 and "".join(tokens) == "The total is 9.75 euros."

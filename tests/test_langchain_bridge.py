@@ -236,7 +236,10 @@ def test_default_chat_model_reads_a_receipt_from_a_standard_block(offline_home, 
         {"type": "text", "text": "What is the total on the receipt?"},
         {"type": "image", "base64": receipt_b64, "mime_type": "image/png"}])])
     assert "9.75" in reply.text
-    assert [s["tool"] for s in reply.response_metadata["mmagent"]["steps"]] == ["embed", "ocr", "llm"]
+    trace = reply.response_metadata["mmagent"]
+    steps = [s["tool"] for s in trace["steps"]]
+    assert trace["pipeline"] == "auto" and trace["route"]["route"] == "tools"  # the router chose OCR + LLM
+    assert "router" in steps and steps[-2:] == ["ocr", "llm"]
 
 
 @pytest.mark.slow

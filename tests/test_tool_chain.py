@@ -35,7 +35,7 @@ def speech(tmp_path) -> Path:
 def test_image_question_runs_ocr_then_llm_over_the_observation(receipt):
     llm = ScriptedLLM("9.75")
     box = scripted_toolbox(ocr=ScriptedOCR(["CAFE", "TOTAL 9.75"]), llm=llm)
-    result = run("What is the total on the receipt?", images=[receipt], toolbox=box, planner="rules")
+    result = run("What is the total on the receipt?", images=[receipt], toolbox=box, pipeline="tools", planner="rules")
     assert result.answer == "9.75"
     assert [s["tool"] for s in result.steps] == ["ocr", "llm"]
     assert result.steps[0]["output"] == "CAFE\nTOTAL 9.75" and result.steps[0]["input"] == 0
@@ -50,7 +50,7 @@ def test_image_question_runs_ocr_then_llm_over_the_observation(receipt):
 def test_spoken_question_becomes_the_question(receipt, speech):
     llm = ScriptedLLM("9.75")
     box = scripted_toolbox(asr=ScriptedASR("What is the total on the receipt?"), ocr=ScriptedOCR(), llm=llm)
-    result = run(images=[receipt], audio=[speech], toolbox=box, planner="rules")
+    result = run(images=[receipt], audio=[speech], toolbox=box, pipeline="tools", planner="rules")
     assert [s["tool"] for s in result.steps] == ["asr", "ocr", "llm"]
     transcript = result.artifacts[0]
     assert {k: transcript[k] for k in ("kind", "tool", "label", "text", "language")} == {
@@ -149,7 +149,7 @@ def test_llm_planner_calls_tools_and_answers(receipt, speech):
     llm = ScriptedLLM(replies=[tool_call("read_text", file="image 1"), tool_call("speak", text="x"),
                                ChatResult("The total is 9.75.")], supports_tools=True)
     box = scripted_toolbox(ocr=ScriptedOCR(["TOTAL 9.75"]), llm=llm, tts=ScriptedTTS())
-    result = run("What is the total?", images=[receipt], toolbox=box)  # auto -> llm planner
+    result = run("What is the total?", images=[receipt], toolbox=box, pipeline="tools")  # auto -> llm planner
     assert result.plan["planner"] == "llm" and result.plan["output"] == "speech"
     assert result.answer == "The total is 9.75."
     assert [s["tool"] for s in result.steps] == ["llm", "ocr", "llm", "tts", "llm"]  # speak ran as a tool
