@@ -48,7 +48,12 @@ class _AdapterNodes(Nodes):
     def see(self, state: MMState) -> dict:
         """The VLM answers over the images in scope and the question."""
         intent, steps = self.intent(state.get("question", ""))
-        out = self.vlm_answer(state)
+        transcripts = self.said_and_shown(state, intent)
+        if transcripts:  # "what is said and what is shown": the transcript, then what the VLM sees
+            seen = self.vlm_answer(state, question=self.DESCRIBE)
+            out = self.compose(transcripts, seen["answer"], seen["steps"])
+        else:
+            out = self.vlm_answer(state)
         plan = {"planner": "adapter", "intent": intent.top, "images": len(files_in_scope(state, "image")),
-                "output": resolve_output(state, intent)}
+                "output": resolve_output(state, intent), **({"answer": "said + shown"} if transcripts else {})}
         return {**out, "steps": [*steps, *out["steps"]], "plan": plan}

@@ -53,7 +53,14 @@ class _HybridNodes(Nodes):
         read = [a for a in state.get("artifacts", []) if a.get("kind") == "ocr" and a.get("text")
                 and a["text"] != "(no text found)"]
         context = "\n".join(f"Text in {a['label'].removeprefix('text read from ')}: {a['text']}" for a in read)
-        out = self.vlm_answer(state, context=context)
+        transcripts = self.said_and_shown(state, intent)
+        if transcripts:  # "what is said and what is shown": the transcript, then what the VLM sees
+            seen = self.vlm_answer(state, context=context, question=self.DESCRIBE)
+            out = self.compose(transcripts, seen["answer"] + "".join(f" {line}." for line in context.splitlines()),
+                               seen["steps"])
+        else:
+            out = self.vlm_answer(state, context=context)
         plan = {"planner": "hybrid", "intent": intent.top, "images": len(files_in_scope(state, "image")),
-                "context": [a["label"] for a in read], "output": resolve_output(state, intent)}
+                "context": [a["label"] for a in read], "output": resolve_output(state, intent),
+                **({"answer": "said + shown"} if transcripts else {})}
         return {**out, "steps": [*steps, *out["steps"]], "plan": plan}

@@ -331,10 +331,10 @@ class Nodes:
                     HumanMessage(user)]
         return self._answer("llm", messages)
 
-    def vlm_answer(self, state: MMState, context: str = "") -> dict:
+    def vlm_answer(self, state: MMState, context: str = "", question: str | None = None) -> dict:
         """The vision-language model answers over the images in scope (and any transcripts);
-        `context` (what tools observed) goes before the question."""
-        question = state.get("question", "")
+        `context` (what tools observed) goes before the question (`question`: another one)."""
+        question = state.get("question", "") if question is None else question
         if context:
             question = f"{context}\n\n{question}"
         images = files_in_scope(state, "image")
@@ -344,6 +344,25 @@ class Nodes:
         content = [part_to_block(p) for p in images] + [{"type": "text", "text": question}]
         messages = [SystemMessage(state.get("system") or self.VLM_SYSTEM), *history(state), HumanMessage(content)]
         return self._answer("vlm", messages)
+
+    # -- questions about what is said and what is shown ------------------------------------------
+
+    DESCRIBE = "Describe the image."
+
+    def said_and_shown(self, state: MMState, intent: Intent) -> list[dict]:
+        """The transcripts when the question asks both what a recording says and what the images
+        show ("What is said and what is shown?"), else []. Such a question is answered in two parts
+        — the transcript as heard, then what the route sees — rather than by one model that reads
+        only one of the two (or, being small, neither)."""
+        if intent.top != "transcribe" or not intent.wants("describe") or not files_in_scope(state, "image"):
+            return []
+        return [a for a in state.get("artifacts", []) if a.get("kind") == "transcript" and a.get("text")]
+
+    def compose(self, transcripts: list[dict], shown: str, steps: list[dict] = ()) -> dict:
+        """The two-part answer: "Said: …" then "Shown: …"."""
+        said = " ".join(a["text"].strip() for a in transcripts)
+        answer = f"Said: {said}\nShown: {shown.strip()}"
+        return {"answer": answer, "messages": [AIMessage(answer)], "steps": list(steps)}
 
     UNIFIED_SYSTEM = ("You answer questions about the user's images and recordings. Be brief and exact; quote "
                       "numbers and names as you see or hear them.")

@@ -207,6 +207,7 @@ class RouterNodes(Nodes):
                 "output": f"{decision.route} ({decision.reason})"}
         emit({"step": step})
         record["steps"] = [*steps, step]
+        record["artifacts"] = expansion["artifacts"]  # what a converter made (the route's begin starts afresh)
         out["route"] = record
         return out
 

@@ -110,6 +110,12 @@ class _ToolChainNodes(Nodes):
             return self._say("\n".join(transcripts))
         if plan["output"] == "image" and plan.get("intent") == "image":
             return self._say(f"An image of: {state['question']}")
+        said = self.said_and_shown(state, self.intent(state.get("question", ""))[0]) if transcripts else []
+        seen = [f"{a['label']}: {a['text'].strip()}" for a in state.get("artifacts", [])
+                if a.get("kind") != "transcript" and a.get("text") and a.get("file", "").startswith("mmagent-media:")
+                and a["text"] != "(no text found)" and a.get("kind") in ("caption", "ocr", "detections")]
+        if said and seen:  # "what is said and what is shown": the transcript, then what the tools saw
+            return {**self.compose(said, "; ".join(seen)), "plan": {**plan, "answer": "said + shown"}}
         return self.llm_answer(state)
 
     def agent_turn(self, state: MMState) -> dict:
@@ -134,6 +140,9 @@ def resolve_output(state: MMState, intent) -> str:
     output = state.get("plan", {}).get("output") or state.get("output") or "auto"
     if output == "auto":
         made = {p.get("type") for p in state.get("outputs") or []}
+        # "What is said in the clip" is near "say it" but asks for a transcript, not a spoken answer:
+        # speech is asked for when it outscores transcription.
+        spoken = intent.wants("speech") and intent.scores.get("speech", 0) > intent.scores.get("transcribe", 0)
         output = "image" if intent.top == "image" or "image" in made else \
-            "speech" if intent.wants("speech") or "audio" in made else "text"
+            "speech" if spoken or "audio" in made else "text"
     return output

@@ -259,8 +259,8 @@ def _run(graph: Any, state_in: dict, thread: str | None, tokens: bool):
 def _result(final: dict, answer: str, pipeline: str, seconds: float, thread: str | None, streamed: bool) -> RunResult:
     route = current_route(final)
     steps = [*(route or {}).get("steps", []), *final.get("steps", [])]  # the router's own calls first
-    return RunResult(answer=answer, pipeline=pipeline, steps=steps,
-                     artifacts=final.get("artifacts", []), plan=final.get("plan", {}),
+    artifacts = [*(route or {}).get("artifacts", []), *final.get("artifacts", [])]
+    return RunResult(answer=answer, pipeline=pipeline, steps=steps, artifacts=artifacts, plan=final.get("plan", {}),
                      outputs=[part_from_dict(p) for p in final.get("outputs", [])], seconds=seconds,
                      thread=thread, streamed=streamed, route=route)
 
