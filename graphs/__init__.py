@@ -18,6 +18,7 @@ def register_graphs(register):
     register(GraphSpec("adapter", "LLM + adapter: a vision-language model reads the images",
                        "mmagent.graphs.adapter:builder", roles=("vlm",), brain="vlm", needs=("image",)))
     register(GraphSpec("hybrid", "Adapter + OCR: the vision-language model reads the images, given the OCR text",
-                       "mmagent.graphs.hybrid:builder", roles=("vlm", "ocr"), brain="vlm", needs=("image",)))
+                       "mmagent.graphs.hybrid:builder", roles=("vlm", "ocr"), brain="vlm", needs=("image",),
+                       extends="adapter"))
     register(GraphSpec("unified", "Unified: one model reads the text, images and audio natively (over an API)",
                        "mmagent.graphs.unified:builder", roles=("unified",), brain="unified"))

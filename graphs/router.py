@@ -180,7 +180,7 @@ class RouterNodes(Nodes):
 
         options = []
         for spec in self.routes:
-            option = RouteOption(spec.name, local=self._local(spec))
+            option = RouteOption(spec.name, local=self._local(spec), extends=spec.extends)
             missing = [k for k in spec.needs if k not in kinds]
             if spec.name in self.why_not:
                 option.unusable = self.why_not[spec.name]

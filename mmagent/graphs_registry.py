@@ -33,6 +33,9 @@ class GraphSpec:
     brain: str | None = None
     #: Media kinds a request must have for this route to serve it at all ("image" for a VLM route).
     needs: tuple[str, ...] = ()
+    #: The route this one adds work to (hybrid: adapter + OCR). The router takes it only where its
+    #: expected accuracy beats that route's by at least `[router] margin`: kept where it helps.
+    extends: str | None = None
 
     def load_builder(self) -> Callable[..., Any]:
         if callable(self.builder):

@@ -216,6 +216,16 @@ def test_a_latency_budget_narrows_the_choice():
         choose(options(), RouterSettings(policy="budget"))
 
 
+def test_a_route_that_extends_another_is_kept_only_where_it_helps():
+    adapter, hybrid = RouteOption("adapter", 0.90, 0.5, True), RouteOption("hybrid", 0.93, 0.4, True, extends="adapter")
+    d = choose([adapter, hybrid], RouterSettings(margin=0.05))
+    assert d.route == "adapter" and "no measured gain" in d.scores["hybrid"]["unusable"]
+    helps = RouteOption("hybrid", 0.96, 0.6, True, extends="adapter")
+    assert choose([RouteOption("adapter", 0.90, 0.5, True), helps], RouterSettings(margin=0.05)).route == "hybrid"
+    alone = RouteOption("hybrid", 0.5, 0.6, True, extends="adapter")  # its base cannot serve: no comparison
+    assert choose([RouteOption("adapter", unusable="x"), alone], RouterSettings()).route == "hybrid"
+
+
 def test_no_route_can_serve_is_one_line():
     with pytest.raises(BackendError, match="no route can answer"):
         choose([RouteOption("adapter", unusable="needs image")], RouterSettings())

@@ -29,6 +29,10 @@ class MMAgentGroup(click.Group):
             raise UserFacingError(_one_line(str(exc)), exit_code=exc.exit_code) from None
         except KeyboardInterrupt:
             raise click.exceptions.Exit(130) from None
+        except BrokenPipeError:  # `mmagent … | head`: the reader left; say nothing more
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
         except Exception as exc:
             if os.environ.get("MMAGENT_DEBUG"):
                 raise

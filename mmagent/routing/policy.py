@@ -5,8 +5,10 @@
     local-only   quality, among routes whose models run on this machine (no API calls)
     budget       quality, among routes expected to answer within `latency_budget` seconds
 
-A `latency_budget` above 0 also narrows the other policies. Routes that cannot serve (a role not
-available here, no image for a VLM route) are never chosen; each says why in the decision.
+A `latency_budget` above 0 also narrows the other policies. A route that extends another (hybrid:
+adapter + OCR) is taken only where its expected accuracy beats that route's by `margin`. Routes
+that cannot serve (a role not available here, no image for a VLM route) are never chosen; each
+says why in the decision.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class RouteOption:
     local: bool = True
     #: Why this route cannot serve the request (None: it can).
     unusable: str | None = None
+    #: The route it adds work to (hybrid extends adapter): chosen only where it beats that by `margin`.
+    extends: str | None = None
 
     def score(self) -> dict[str, Any]:
         out: dict[str, Any] = {"accuracy": round(self.accuracy, 4),
@@ -59,6 +63,14 @@ def choose(options: Sequence[RouteOption], settings: RouterSettings) -> Decision
     if policy not in ROUTER_POLICIES:
         raise ConfigError(f"router.policy must be one of {', '.join(ROUTER_POLICIES)}, got {policy!r}")
     scores = {o.name: o.score() for o in options}
+    by_name = {o.name: o for o in options}
+    for o in options:  # a route that adds work to another is kept only where it measurably helps
+        base = by_name.get(o.extends) if o.extends else None
+        if o.unusable is None and base is not None and base.unusable is None \
+                and o.accuracy < base.accuracy + settings.margin:
+            o.unusable = (f"adds work to {base.name} for no measured gain here "
+                          f"({o.accuracy:.2f} vs {base.accuracy:.2f}, margin {settings.margin:g})")
+            scores[o.name]["unusable"] = o.unusable
     usable = [o for o in options if o.unusable is None]
     if not usable:
         why = "; ".join(f"{o.name}: {o.unusable}" for o in options) or "no routes are registered"
