@@ -12,6 +12,8 @@ from dataclasses import dataclass
 #: Example phrasings per intent. The deterministic planner picks tools from the best matches.
 INTENTS: dict[str, tuple[str, ...]] = {
     "transcribe": ("transcribe this recording", "what is said in the audio", "write down what they say"),
+    "verbatim": ("what word is written in the image", "what text is written in the image",
+                 "transcribe the text in the picture", "read out the words on the sign"),
     "read": ("what does the text say", "read the document", "what is the total on the receipt",
              "extract the fields from the invoice", "what is written on the sign"),
     "describe": ("describe the picture", "what is in this image", "what do you see in the photo",
@@ -25,6 +27,7 @@ INTENTS: dict[str, tuple[str, ...]] = {
 
 _KEYWORDS: dict[str, tuple[str, ...]] = {
     "transcribe": ("transcribe", "transcript", "what is said", "what did they say"),
+    "verbatim": ("what word", "what text", "written in the image", "words on"),
     "read": ("read", "text", "say", "written", "total", "receipt", "invoice", "document", "extract", "ocr"),
     "describe": ("describe", "what is in", "what do you see", "caption", "picture", "photo"),
     "detect": ("detect", "find", "where is", "how many", "boxes", "locate"),
@@ -33,6 +36,7 @@ _KEYWORDS: dict[str, tuple[str, ...]] = {
 }
 
 THRESHOLD = 0.45
+# (Keyword scores tie at 1.0; the first intent listed wins, so the narrower "verbatim" precedes "read".)
 
 
 @dataclass(frozen=True)

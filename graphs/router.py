@@ -199,7 +199,7 @@ class RouterNodes(Nodes):
             "route": decision.route, "runner_up": decision.runner_up, "policy": decision.policy,
             "reason": decision.reason, "scores": decision.scores, "method": method,
             "question": question, "spoken": spoken,
-            "question_type": dict(sorted(types.items(), key=lambda kv: -kv[1])[:3]) if types else {},
+            "question_type": {t: round(p, 4) for t, p in sorted(types.items(), key=lambda kv: -kv[1])[:3]} if types else {},
             "downgrades": self.negotiate(chosen, view, media),
             "message_id": message.id,
         }

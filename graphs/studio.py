@@ -26,3 +26,17 @@ def unified():
     from mmagent.graphs.unified import build_graph
 
     return build_graph()
+
+
+def hybrid():
+    """The hybrid graph (the vision-language model reads the images, given the OCR text)."""
+    from mmagent.graphs.hybrid import build_graph
+
+    return build_graph()
+
+
+def auto():
+    """The router: every request goes to the route that answers it best (docs/router.md)."""
+    from mmagent.graphs.router import build_graph
+
+    return build_graph()

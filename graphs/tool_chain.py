@@ -108,6 +108,12 @@ class _ToolChainNodes(Nodes):
         transcripts = [a["text"] for a in state.get("artifacts", []) if a.get("kind") == "transcript"]
         if plan.get("intent") == "transcribe" and transcripts and not plan["tools"]:
             return self._say("\n".join(transcripts))
+        if plan.get("intent") == "verbatim":  # "what word is written?": the text OCR read, as read
+            read = [a for a in state.get("artifacts", []) if a.get("kind") == "ocr" and a.get("text")
+                    and a["text"] != "(no text found)"]
+            if read:
+                text = read[0]["text"] if len(read) == 1 else "\n".join(f"{a['label']}: {a['text']}" for a in read)
+                return {**self._say(text), "plan": {**plan, "answer": "verbatim (OCR)"}}
         if plan["output"] == "image" and plan.get("intent") == "image":
             return self._say(f"An image of: {state['question']}")
         said = self.said_and_shown(state, self.intent(state.get("question", ""))[0]) if transcripts else []

@@ -222,7 +222,7 @@ BUILTIN_TOOLS: tuple[Tool, ...] = (
          "asr", _transcribe, artifact="transcript", file_kind="audio", intents=("transcribe",), auto=True,
          label="transcript of {file}"),
     Tool("read_text", "Read the printed text in an image (OCR).", _file_schema("image"), "ocr", _read_text,
-         artifact="ocr", file_kind="image", intents=("read",), auto=True, label="text read from {file}"),
+         artifact="ocr", file_kind="image", intents=("read", "verbatim"), auto=True, label="text read from {file}"),
     Tool("caption_image", "Describe what an image shows.",
          _file_schema("image", prompt=({"type": "string", "description": "what to focus on"}, False)),
          "caption", _caption, artifact="caption", file_kind="image", intents=("describe",), auto=True,

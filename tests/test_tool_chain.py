@@ -241,3 +241,18 @@ def test_cli_run_refuses_hostile_audio_in_one_line():
     proc = subprocess.run([mm, "run", "--audio", str(HOSTILE / "zero_samples.wav"), "hi"], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_question_for_the_written_text_is_answered_with_what_ocr_read(receipt):
+    """The image analogue of a transcription request: the text itself, not the small LLM's
+    paraphrase of it (which turned "PARK" into "parking")."""
+    llm = ScriptedLLM("The word parking is written.")
+    box = scripted_toolbox(ocr=ScriptedOCR(["PARK"]), llm=llm)
+    result = run("What word is written in the image?", images=[receipt], toolbox=box, pipeline="tools",
+                 planner="rules")
+    assert result.answer == "PARK" and llm.calls == []
+    assert result.plan["intent"] == "verbatim" and result.plan["answer"] == "verbatim (OCR)"
+    assert result.plan["tools"] == ["read_text"]
+    nothing = run("What word is written in the image?", images=[receipt], pipeline="tools", planner="rules",
+                  toolbox=scripted_toolbox(ocr=ScriptedOCR([]), llm=llm))
+    assert nothing.answer == "The word parking is written."  # OCR found no text: the LLM answers
