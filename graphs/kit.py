@@ -37,7 +37,7 @@ from langgraph.graph.message import add_messages
 from mmagent.content.parts import Part, part_from_dict
 from mmagent.errors import BackendError, InputError
 from mmagent.langchain import ChatMMAgent, block_to_part, is_inline_media, part_to_block
-from mmagent.scenes.prompts import QA_SYSTEM
+from mmagent.scenes.prompts import CAPTION_PROMPT, QA_SYSTEM
 from mmagent.toolbox import Toolbox
 from mmagent.tools import Tool, ToolError, get_tools, timed
 
@@ -347,7 +347,8 @@ class Nodes:
 
     # -- questions about what is said and what is shown ------------------------------------------
 
-    DESCRIBE = "Describe the image."
+    #: What the VLM is asked for "what is shown" (the caption prompt the scene VLM is trained on).
+    DESCRIBE = CAPTION_PROMPT
 
     def said_and_shown(self, state: MMState, intent: Intent) -> list[dict]:
         """The transcripts when the question asks both what a recording says and what the images
