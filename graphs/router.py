@@ -203,7 +203,9 @@ class RouterNodes(Nodes):
             "downgrades": self.negotiate(chosen, view, media),
             "message_id": message.id,
         }
-        step = {"tool": "router", "name": "route", "seconds": round(time.perf_counter() - start, 4),
+        # its own time: the calls it made (ASR, the embedding, a converter) are steps of their own
+        own = time.perf_counter() - start - sum(s.get("seconds", 0) for s in steps)
+        step = {"tool": "router", "name": "route", "seconds": round(max(own, 0.0), 4),
                 "output": f"{decision.route} ({decision.reason})"}
         emit({"step": step})
         record["steps"] = [*steps, step]
