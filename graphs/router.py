@@ -56,21 +56,18 @@ def builder(toolbox: Toolbox | None = None, *, planner: str = "auto", **options:
     toolbox = toolbox or Toolbox()
     nodes = RouterNodes(toolbox)
     graph = StateGraph(MMState)
-    graph.add_node("route", nodes.route)
+    for spec in nodes.serving:
+        nodes.entries[spec.name] = inline(graph, spec.build(toolbox, planner=planner, **options), spec.name)
+    # The route node jumps (Command) to the chosen route; it runs that route's `begin` itself, so
+    # routing costs one node, not two plus an edge.
+    graph.add_node("route", nodes.route, destinations=tuple(target for target, _ in nodes.entries.values()))
     graph.add_edge(START, "route")
-    entries = {spec.name: inline(graph, spec.build(toolbox, planner=planner, **options), spec.name)
-               for spec in nodes.serving}
-    graph.add_conditional_edges("route", chosen_route, entries)
     return graph
 
 
 def build_graph(toolbox: Toolbox | None = None, *, checkpointer: Any = None, **options: Any):
     """The compiled router graph."""
     return builder(toolbox, **options).compile(checkpointer=checkpointer, name="auto")
-
-
-def chosen_route(state: MMState) -> str:
-    return state["route"]["route"]
 
 
 def route_specs(settings: RouterSettings) -> list[GraphSpec]:
@@ -89,10 +86,12 @@ def route_specs(settings: RouterSettings) -> list[GraphSpec]:
 # -- copying a route's graph in ------------------------------------------------------------------------
 
 
-def inline(parent, child, prefix: str) -> str:
-    """Copy `child`'s nodes and edges into `parent` under `prefix` ("tools.begin"); return the node
-    the route starts at. A graph this cannot copy faithfully (deferred joins, Command routing) is
-    added whole as a subgraph node instead."""
+def inline(parent, child, prefix: str) -> tuple[str, Any]:
+    """Copy `child`'s nodes and edges into `parent` under `prefix` ("tools.answer"); return (the node
+    to go to, the route's `begin` function or None). A route that starts with a `begin` node
+    followed by one plain edge (mmagent's graph-kit convention) has `begin` handed back instead of
+    copied: the router runs it in its own node. A graph this cannot copy faithfully (deferred
+    joins, Command routing) is added whole as a subgraph node instead."""
     from langgraph.graph import END, START
 
     entries = [end for start, end in child.edges if start == START]
@@ -101,21 +100,28 @@ def inline(parent, child, prefix: str) -> str:
                 and all(b.ends for branches in child.branches.values() for b in branches.values()))
     if not copyable:
         parent.add_node(prefix, child.compile(checkpointer=False))
-        return prefix
+        return prefix, None
 
     def name(node: str) -> str:
         return node if node in (START, END) else f"{prefix}.{node}"
 
+    entry, begin = entries[0], None
+    after = [end for start, end in child.edges if start == entry]
+    func = getattr(child.nodes[entry].runnable, "func", None)
+    if entry == "begin" and len(after) == 1 and entry not in child.branches and callable(func):
+        begin = func
     for node, spec in child.nodes.items():
+        if begin is not None and node == entry:
+            continue
         parent.add_node(name(node), spec.runnable, metadata=spec.metadata, input_schema=spec.input_schema,
                         retry_policy=spec.retry_policy, cache_policy=spec.cache_policy)
     for start, end in child.edges:
-        if start != START:
+        if start != START and not (begin is not None and start == entry):
             parent.add_edge(name(start), name(end))
     for source, branches in child.branches.items():
         for branch in branches.values():
             parent.add_conditional_edges(name(source), branch.path, {k: name(v) for k, v in branch.ends.items()})
-    return name(entries[0])
+    return (name(after[0]), begin) if begin is not None else (name(entry), None)
 
 
 # -- the route node ---------------------------------------------------------------------------------------
@@ -133,11 +139,16 @@ class RouterNodes(Nodes):
             if reasons:
                 self.why_not[spec.name] = reasons[0]
         self.serving = [spec for spec in self.routes if spec.name not in self.why_not]
+        self.local = {spec.name: self._local(spec) for spec in self.routes}
+        #: route -> (the node to go to, its `begin` to run here or None); filled by `builder`
+        self.entries: dict[str, tuple[str, Any]] = {}
         self._image_features: dict[str, Any] = {}
         self._embed_problem: str | None = None
 
-    def route(self, state: MMState) -> dict:
-        """Classify the request, choose a route, record why."""
+    def route(self, state: MMState):
+        """Classify the request, choose a route, record why; go there."""
+        from langgraph.types import Command
+
         from mmagent.routing import RouteOption, choose
 
         start = time.perf_counter()
@@ -180,7 +191,7 @@ class RouterNodes(Nodes):
 
         options = []
         for spec in self.routes:
-            option = RouteOption(spec.name, local=self._local(spec), extends=spec.extends)
+            option = RouteOption(spec.name, local=self.local[spec.name], extends=spec.extends)
             missing = [k for k in spec.needs if k not in kinds]
             if spec.name in self.why_not:
                 option.unusable = self.why_not[spec.name]
@@ -211,7 +222,11 @@ class RouterNodes(Nodes):
         record["steps"] = [*steps, step]
         record["artifacts"] = expansion["artifacts"]  # what a converter made (the route's begin starts afresh)
         out["route"] = record
-        return out
+        target, begin = self.entries.get(decision.route, (decision.route, None))
+        if begin is not None:  # the route's first node, run here: one step less on every request
+            started = begin({**view, **{k: v for k, v in out.items() if k in ("expanded",)}})
+            out = {**started, **out, "expanded": {**started.get("expanded", {}), **out.get("expanded", {})}}
+        return Command(goto=target, update=out)
 
     # -- classification ---------------------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ class Competence:
     #: The eval folders it was fitted from, with their suites and row counts; the fit's own checks.
     sources: list[dict[str, Any]] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
+    _folded: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def dim(self) -> int:
@@ -67,8 +68,11 @@ class Competence:
         """P(question type | request) for a `request_vector` (the classes' probabilities)."""
         if self.coef is None or self.intercept is None:
             return {self.classes[0]: 1.0} if self.classes else {}
-        x = (np.asarray(vector, dtype=np.float64) - self.mean) / self.scale
-        logits = self.coef @ x + self.intercept
+        if self._folded is None:  # the standardisation folded into the weights, once
+            weights = self.coef / self.scale
+            self._folded = (weights.astype(np.float32), (self.intercept - weights @ self.mean).astype(np.float32))
+        weights, bias = self._folded
+        logits = (weights @ np.asarray(vector, dtype=np.float32) + bias).astype(np.float64)
         logits -= logits.max()
         p = np.exp(logits)
         p /= p.sum()

@@ -45,6 +45,8 @@ def request_vector(question: np.ndarray | None, images: list[np.ndarray], *, dim
     """The router's input: the question's embedding (zeros without one), the mean image features
     (zeros without images) and the modality flags."""
     q = np.zeros(dim, dtype=np.float32) if question is None else np.asarray(question, dtype=np.float32)
-    img = np.mean(images, axis=0) if images else np.zeros(len(IMAGE_FEATURES), dtype=np.float32)
-    flags = np.array([bool(images), has_audio, spoken], dtype=np.float32)
-    return np.concatenate([q, img, flags])
+    if not images:
+        img = np.zeros(len(IMAGE_FEATURES), dtype=np.float32)
+    else:
+        img = images[0] if len(images) == 1 else np.stack(images).mean(axis=0)
+    return np.concatenate([q, img, np.array([bool(images), has_audio, spoken], dtype=np.float32)])
