@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import functools
-import io
-import json
 import os
 import pstats
 import statistics
@@ -34,68 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
 
-COLOURS = ("red", "blue", "green", "yellow", "purple")
-SHAPES = ("circle", "square", "triangle")
 TARGET = 1.1
-
-
-# -- a synthetic eval folder to fit the router from (as tests/test_router.py's write_eval) -----------------
-
-
-def scene_png(i: int, size: int = 128) -> bytes:
-    """A synthetic scene: coloured shapes on a light background."""
-    rng = np.random.default_rng(i)
-    image = Image.new("RGB", (size, size), (235, 235, 228))
-    draw = ImageDraw.Draw(image)
-    fills = [(220, 40, 40), (40, 80, 220), (40, 170, 60), (235, 200, 30), (150, 50, 170)]
-    for _ in range(3):
-        x, y = rng.integers(10, size - 40, 2)
-        draw.ellipse([x, y, x + 30, y + 30], fill=fills[rng.integers(0, 5)])
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def document_png(i: int) -> bytes:
-    """A receipt-like page: black lines of text on white, tall."""
-    image = Image.new("RGB", (300, 520), "white")
-    draw = ImageDraw.Draw(image)
-    for row in range(12):
-        draw.text((20, 20 + 38 * row), f"ITEM {i}-{row}   {row + i}.50", fill="black")
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def write_eval(folder: Path, n: int = 12) -> Path:
-    """An eval folder like `mmagent eval` writes, for tools, adapter and hybrid: colour/shape
-    questions on scenes (adapter and hybrid right), read questions on scenes (tools and hybrid
-    right), totals on documents (tools right). Hybrid never beats adapter by the margin where
-    adapter is right, so it is measured but not chosen for these two requests."""
-    media = folder / "media"
-    media.mkdir(parents=True)
-    rows = []
-    latency = {"tools": 2.0, "adapter": 0.5, "hybrid": 2.5}
-
-    def add(item_id, kind, question, image_bytes, right):
-        path = media / f"{item_id}.png"
-        path.write_bytes(image_bytes)
-        for pipeline, seconds in latency.items():
-            rows.append({"item_id": item_id, "pipeline": pipeline, "type": kind, "question": question,
-                         "prediction": "", "reference": ["x"], "score": float(pipeline in right),
-                         "correct": pipeline in right, "seconds": seconds, "error": None, "suite": "synthetic",
-                         "seed": 0, "batch_size": 1, "images": [str(path)], "audio": []})
-
-    for i in range(n):
-        add(f"c{i}", "colour", f"What colour is the {SHAPES[i % 3]}?", scene_png(i), {"adapter", "hybrid"})
-        add(f"s{i}", "shape", f"What shape is the {COLOURS[i % 5]} object?", scene_png(100 + i), {"adapter", "hybrid"})
-        add(f"r{i}", "read", "What word is written in the image?", scene_png(200 + i), {"tools", "hybrid"})
-        add(f"t{i}", "receipt", "What is the total on the receipt?", document_png(i), {"tools"})
-    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
 
 
 # -- the benchmark ------------------------------------------------------------------------------------------
@@ -113,10 +51,10 @@ def main() -> None:
     os.environ.setdefault("MMAGENT_HOME", str(work / "home"))  # the media store: not the user's
     from mmagent.routing import fit
     from mmagent.testing import (ScriptedASR, ScriptedCaptioner, ScriptedEmbedder, ScriptedLLM, ScriptedOCR,
-                                 ScriptedVLM, scripted_toolbox)
+                                 ScriptedVLM, document_png, scene_png, scripted_toolbox, write_route_eval)
 
     competence = work / "router.json"
-    fit([write_eval(work / "eval")], ScriptedEmbedder()).save(competence)
+    fit([write_route_eval(work / "eval", routes=("tools", "adapter", "hybrid"))], ScriptedEmbedder()).save(competence)
     os.environ["MMAGENT_ROUTER_COMPETENCE"] = str(competence)  # before anything builds a router
 
     from langgraph.graph import START, StateGraph

@@ -156,3 +156,80 @@ def scripted_toolbox(**backends):
     from .toolbox import Toolbox
 
     return Toolbox(backends, exclusive=True)
+
+
+# -- synthetic eval results, for the router's tests and benchmarks --------------------------------------------
+
+
+def scene_png(i: int, size: int = 128) -> bytes:
+    """A synthetic scene (PNG bytes): coloured discs on a light background, different for each `i`."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(i)
+    image = Image.new("RGB", (size, size), (235, 235, 228))
+    draw = ImageDraw.Draw(image)
+    fills = [(220, 40, 40), (40, 80, 220), (40, 170, 60), (235, 200, 30), (150, 50, 170)]
+    for _ in range(3):
+        x, y = rng.integers(10, size - 40, 2)
+        draw.ellipse([x, y, x + 30, y + 30], fill=fills[rng.integers(0, 5)])
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def document_png(i: int) -> bytes:
+    """A receipt-like page (PNG bytes): lines of black text on white, taller than wide."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (300, 520), "white")
+    draw = ImageDraw.Draw(image)
+    for row in range(12):
+        draw.text((20, 20 + 38 * row), f"ITEM {i}-{row}   {row + i}.50", fill="black")
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+#: Which route answers which synthetic question type (`write_route_eval`).
+ROUTE_EVAL_RIGHT = {"colour": {"adapter", "hybrid"}, "shape": {"adapter", "hybrid"}, "read": {"tools", "hybrid"},
+                    "receipt": {"tools"}}
+
+
+def write_route_eval(folder, n: int = 12, routes: Sequence[str] = ("tools", "adapter"),
+                     latency: dict[str, float] | None = None):
+    """An eval folder as `mmagent eval` writes it (results.jsonl + media) for `routes`: colour and
+    shape questions on scenes (the adapter route right), read-the-word questions on scenes (the
+    tools right), totals on receipt-like pages (the tools right) — `ROUTE_EVAL_RIGHT` — with
+    per-item seconds from `latency` (default tools 2 s, adapter 0.5 s, hybrid 2.5 s)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    media = folder / "media"
+    media.mkdir(parents=True)
+    latency = latency or {"tools": 2.0, "adapter": 0.5, "hybrid": 2.5}
+    colours, shapes = ("red", "blue", "green", "yellow", "purple"), ("circle", "square", "triangle")
+    rows = []
+
+    def add(item_id: str, kind: str, question: str, image: bytes) -> None:
+        path = media / f"{item_id}.png"
+        path.write_bytes(image)
+        for route in routes:
+            right = route in ROUTE_EVAL_RIGHT[kind]
+            rows.append({"item_id": item_id, "pipeline": route, "type": kind, "question": question,
+                         "prediction": "", "reference": ["x"], "score": float(right), "correct": right,
+                         "seconds": latency[route], "error": None, "suite": "synthetic", "seed": 0, "batch_size": 1,
+                         "images": [str(path)], "audio": []})
+
+    for i in range(n):
+        add(f"c{i}", "colour", f"What colour is the {shapes[i % 3]}?", scene_png(i))
+        add(f"s{i}", "shape", f"What shape is the {colours[i % 5]} object?", scene_png(100 + i))
+        add(f"r{i}", "read", "What word is written in the image?", scene_png(200 + i))
+        add(f"t{i}", "receipt", "What is the total on the receipt?", document_png(i))
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder

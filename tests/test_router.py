@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
 from mmagent.backends import UnifiedModel
 from mmagent.config import RouterSettings, load_settings
@@ -19,65 +16,21 @@ from mmagent.errors import BackendError, ConfigError, InputError
 from mmagent.routing import Competence, RouteOption, choose, fit, image_features
 from mmagent.runner import DEFAULT_PIPELINE, run, stream
 from mmagent.testing import (ScriptedASR, ScriptedCaptioner, ScriptedEmbedder, ScriptedLLM, ScriptedOCR,
-                             ScriptedVLM, scripted_toolbox, silent_wav)
+                             ScriptedVLM, document_png, scene_png, scripted_toolbox, silent_wav, write_route_eval)
 
 MM = str(Path(sys.executable).with_name("mmagent"))
-COLOURS = ("red", "blue", "green", "yellow", "purple")
-SHAPES = ("circle", "square", "triangle")
 
 
-# -- media and an eval folder to fit from ------------------------------------------------------------------
-
-
-def scene_png(i: int, size: int = 128) -> bytes:
-    """A synthetic scene: coloured shapes on a light background."""
-    rng = np.random.default_rng(i)
-    image = Image.new("RGB", (size, size), (235, 235, 228))
-    draw = ImageDraw.Draw(image)
-    fills = [(220, 40, 40), (40, 80, 220), (40, 170, 60), (235, 200, 30), (150, 50, 170)]
-    for _ in range(3):
-        x, y = rng.integers(10, size - 40, 2)
-        draw.ellipse([x, y, x + 30, y + 30], fill=fills[rng.integers(0, 5)])
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def document_png(i: int) -> bytes:
-    """A receipt-like page: black lines of text on white, tall."""
-    image = Image.new("RGB", (300, 520), "white")
-    draw = ImageDraw.Draw(image)
-    for row in range(12):
-        draw.text((20, 20 + 38 * row), f"ITEM {i}-{row}   {row + i}.50", fill="black")
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
+# -- an eval folder to fit from (mmagent.testing.write_route_eval) --------------------------------------------
 
 
 def write_eval(folder: Path, n: int = 12) -> Path:
-    """An eval folder like `mmagent eval` writes: colour/shape questions on scenes (the adapter
-    right, the tools wrong), read questions on scenes (tools right), totals on documents (tools
-    right, adapter wrong). Latency: adapter 0.5 s, tools 2 s."""
-    media = folder / "media"
-    media.mkdir(parents=True)
-    rows = []
-
-    def add(item_id, kind, question, image_bytes, right):
-        path = media / f"{item_id}.png"
-        path.write_bytes(image_bytes)
-        for pipeline, seconds in (("tools", 2.0), ("adapter", 0.5)):
-            rows.append({"item_id": item_id, "pipeline": pipeline, "type": kind, "question": question,
-                         "prediction": "", "reference": ["x"], "score": float(pipeline in right),
-                         "correct": pipeline in right, "seconds": seconds, "error": None, "suite": "synthetic",
-                         "seed": 0, "batch_size": 1, "images": [str(path)], "audio": []})
-
-    for i in range(n):
-        add(f"c{i}", "colour", f"What colour is the {SHAPES[i % 3]}?", scene_png(i), {"adapter"})
-        add(f"s{i}", "shape", f"What shape is the {COLOURS[i % 5]} object?", scene_png(100 + i), {"adapter"})
-        add(f"r{i}", "read", "What word is written in the image?", scene_png(200 + i), {"tools"})
-        add(f"t{i}", "receipt", "What is the total on the receipt?", document_png(i), {"tools"})
-    rows.append({**rows[0], "pipeline": "auto"})  # the router's own rows are not a route
-    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    """Tools and adapter rows (colour/shape: the adapter right; read, receipt totals: the tools
+    right), plus rows of the router itself, which are not a route."""
+    write_route_eval(folder, n)
+    with open(folder / "results.jsonl", "a") as fh:
+        first = json.loads((folder / "results.jsonl").read_text().splitlines()[0])
+        fh.write(json.dumps({**first, "pipeline": "auto"}) + "\n")
     return folder
 
 
