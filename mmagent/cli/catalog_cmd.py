@@ -10,17 +10,19 @@ from .output import print_json, print_table
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def graphs(as_json: bool) -> None:
-    """Registered graphs (pipelines): `mmagent run --pipeline NAME`, `ChatMMAgent(pipeline=NAME)`."""
+    """Registered graphs (pipelines): `mmagent run --pipeline NAME`, `ChatMMAgent(pipeline=NAME)`.
+    A graph with a brain (the role that answers) is a route `--pipeline auto` chooses among."""
     from ..graphs_registry import get_graphs
 
     registry = get_graphs()
     rows = [{"name": g.name, "description": g.description, "needs": list(g.roles), "plugin": registry.owners[g.name],
+             "route": g.brain is not None, "brain": g.brain, "needs_media": list(g.needs), "extends": g.extends,
              "builder": g.builder if isinstance(g.builder, str) else repr(g.builder)} for g in registry.list()]
     if as_json:
         print_json(rows)
         return
-    print_table(["name", "needs", "plugin", "description"],
-                [(r["name"], ", ".join(r["needs"]), r["plugin"], r["description"]) for r in rows])
+    print_table(["name", "needs", "route (brain)", "plugin", "description"],
+                [(r["name"], ", ".join(r["needs"]), r["brain"] or "-", r["plugin"], r["description"]) for r in rows])
 
 
 @click.command()
