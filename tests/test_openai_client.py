@@ -814,3 +814,39 @@ def test_is_local_without_a_base_url_or_from_the_environment(monkeypatch):
     assert get_backend("llm", "openai").is_local() is True
     monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.com/v1")
     assert get_backend("llm", "openai").is_local() is False
+
+
+def test_auto_routes_to_a_configured_unified_model_and_sends_it_a_downscaled_image(server, monkeypatch, tmp_path):
+    """The unified route is a route like the others when configured: the router may choose it (here
+    by its prior: no eval measured it), it is local when its server is, and the image it sends is
+    within the pixel budget."""
+    import io as _io
+
+    import mmagent
+    from PIL import Image
+
+    from mmagent.testing import ScriptedLLM
+    from mmagent.toolbox import Toolbox
+
+    monkeypatch.setenv("MMAGENT_ROUTER_ROUTES", "tools,unified")
+    monkeypatch.setenv("MMAGENT_ROUTER_UNMEASURED", "0.9")
+    monkeypatch.setenv("MMAGENT_ROUTER_COMPETENCE", str(tmp_path / "router.json"))
+    from mmagent.routing import Competence
+
+    # an eval measured the tool chain at 20 % on these requests and never ran the unified model
+    tools = {"n": 10, "correct": 2, "accuracy": 0.2, "measured": 0.2, "latency_s": 2.0, "types": {}}
+    Competence(routes={"tools": tools}, classes=["other"], coef=None, intercept=None, mean=np.zeros(398),
+               scale=np.ones(398), embedder={"dim": 384}).save(tmp_path / "router.json")
+    unified = get_backend("unified", "openai", model="llava", base_url=server.url, max_retries=0, max_pixels=250_000,
+                          accepts=["text", "image"])
+    big = _io.BytesIO()
+    Image.new("RGB", (1600, 1200), (200, 30, 30)).save(big, "PNG")
+    (tmp_path / "big.png").write_bytes(big.getvalue())
+    server.reply(json=completion("A red picture."))
+    result = mmagent.run("What is in the picture?", images=[tmp_path / "big.png"], output="text",
+                         toolbox=Toolbox({"unified": unified, "llm": ScriptedLLM("from the llm")}, exclusive=True))
+    assert result.pipeline == "auto" and result.route["route"] == "unified" and result.answer == "A red picture."
+    assert result.route["scores"]["unified"] == {"accuracy": 0.9, "latency_s": None, "measured": False, "local": True}
+    sent = server.body["messages"][-1]["content"][0]["image_url"]["url"]
+    width, height = Image.open(_io.BytesIO(base64.b64decode(sent.split(",", 1)[1]))).size
+    assert width * height <= 250_000 and abs(width / height - 4 / 3) < 0.01
