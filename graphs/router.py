@@ -186,7 +186,7 @@ class RouterNodes(Nodes):
 
         images = files_in_scope(view, "image")
         kinds = {p.type for p in expanded_media(view, media)} | {p.type for p in files_in_scope(view)}
-        types, method, embed_steps = self._question_types(question, images, bool(audio), spoken)
+        types, method, embed_steps, domain = self._question_types(question, images, bool(audio), spoken)
         steps += embed_steps
 
         options = []
@@ -197,7 +197,8 @@ class RouterNodes(Nodes):
                 option.unusable = self.why_not[spec.name]
             elif missing:
                 option.unusable = f"needs {' and '.join(missing)} (the request has none)"
-            expected = self.competence.expected(spec.name, types) if self.competence is not None else None
+            expected = self.competence.expected(spec.name, types) \
+                if self.competence is not None and domain.get("inside", True) else None
             if expected is None:
                 option.accuracy, option.measured = self.settings.unmeasured, False
             else:
@@ -212,6 +213,7 @@ class RouterNodes(Nodes):
             "question": question, "spoken": spoken,
             "question_type": {t: round(p, 4) for t, p in sorted(types.items(), key=lambda kv: -kv[1])[:3]} if types else {},
             "downgrades": self.negotiate(chosen, view, media),
+            **({"domain": domain} if domain else {}),
             "message_id": message.id,
         }
         # its own time: the calls it made (ASR, the embedding, a converter) are steps of their own
@@ -231,13 +233,24 @@ class RouterNodes(Nodes):
     # -- classification ---------------------------------------------------------------------------------
 
     def _question_types(self, question: str, images: list, has_audio: bool, spoken: bool):
-        """(P(type) or None, method, steps): the learned classifier when the embedder matches the
-        competence file; None (each route's overall figures) otherwise."""
+        """(P(type) or None, method, steps, domain): the learned classifier when the embedder
+        matches the competence file; None (each route's overall figures) otherwise. `domain` says
+        whether the images are like those the routes were measured on; when they are not, no
+        measurement applies (every route gets the `unmeasured` prior)."""
         if self.competence is None:
-            return None, "none (no competence file: every route unmeasured)", []
+            return None, "none (no competence file: every route unmeasured)", [], {}
+        features = [f for f in (self._features(p) for p in images[:MAX_IMAGES]) if f is not None]
+        distance = self.competence.domain_distance(features)
+        domain: dict[str, Any] = {}
+        if distance is not None:
+            threshold = self.competence.domain["threshold"]
+            domain = {"distance": round(distance, 3), "threshold": threshold, "inside": distance <= threshold}
+            if not domain["inside"]:
+                return None, (f"out of the measured domain (the images are {distance:.2f} from every image the "
+                              f"routes were measured on; threshold {threshold:.2f}): every route unmeasured"), [], domain
         if not question or not self.tools.has("embed"):
             why = "no question text" if not question else "no embedder here"
-            return None, f"overall ({why})", []
+            return None, f"overall ({why})", [], domain
         embedder = self.tools.get("embed")
         start = time.perf_counter()
         step: dict[str, Any] = {"tool": "embed", "backend": embedder.name, "model": embedder.model_id}
@@ -245,14 +258,13 @@ class RouterNodes(Nodes):
             vector = question_vector(embedder, question)  # the route's intent step reuses it
         except Exception as exc:  # noqa: BLE001 - routing falls back to overall figures
             step.update(seconds=round(time.perf_counter() - start, 4), error=str(exc))
-            return None, "overall (the embedder failed)", [step]
+            return None, "overall (the embedder failed)", [step], domain
         problem = self.competence.accepts_embedder(embedder.name, embedder.model_id, len(vector))
         step.update(seconds=round(time.perf_counter() - start, 4), output="question embedded")
         if problem:
-            return None, f"overall ({problem})", [step]
-        features = [f for f in (self._features(p) for p in images[:MAX_IMAGES]) if f is not None]
+            return None, f"overall ({problem})", [step], domain
         x = self.competence.vector(vector, features, has_audio=has_audio, spoken=spoken)
-        return self.competence.type_probabilities(x), "learned (question embedding + image features)", [step]
+        return self.competence.type_probabilities(x), "learned (question embedding + image features)", [step], domain
 
     def _features(self, part):
         from mmagent.routing import image_features

@@ -393,3 +393,22 @@ def _env(home):
     import os
 
     return {**{k: v for k, v in os.environ.items() if not k.startswith("MMAGENT_")}, "MMAGENT_HOME": str(home)}
+
+
+def test_images_unlike_any_measured_leave_every_route_unmeasured(competence_file, scene, tmp_path):
+    """The routes were measured on scenes and receipt-like pages; a photo-like picture is outside
+    that domain, so no measurement speaks for any route there (the trace says so)."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:480, 0:640]
+    photo = np.stack([x / 640 * 180 + 40, y / 480 * 120 + 60, np.sin(x / 50) * 40 + 120], -1).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.jpg")
+    far = run("What colour is the circle?", images=[tmp_path / "photo.jpg"], toolbox=toolbox())
+    assert far.route["domain"]["inside"] is False and far.route["domain"]["distance"] > far.route["domain"]["threshold"]
+    assert far.route["method"].startswith("out of the measured domain")
+    assert all(not s["measured"] and s["accuracy"] == 0.5 for s in far.route["scores"].values())
+    near = run("What colour is the circle?", images=[scene], toolbox=toolbox())
+    assert near.route["domain"]["inside"] is True and near.route["route"] == "adapter"
+    again = Competence.load(competence_file)
+    assert again.domain["threshold"] == far.route["domain"]["threshold"]

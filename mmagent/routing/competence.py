@@ -56,6 +56,10 @@ class Competence:
     #: The eval folders it was fitted from, with their suites and row counts; the fit's own checks.
     sources: list[dict[str, Any]] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
+    #: The images the routes were measured on: {"mean", "scale", "points" (standardised image
+    #: features), "threshold"}; a request whose images are farther than `threshold` from every one
+    #: is outside what any eval measured (None: no images in the fit).
+    domain: dict[str, Any] | None = None
     _folded: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -97,6 +101,19 @@ class Competence:
                 weight += p
         return accuracy, (latency / weight if weight else None)
 
+    def domain_distance(self, images: list[np.ndarray]) -> float | None:
+        """How far the request's images (mean features) are from the nearest image any route was
+        measured on (RMS over standardised features); None without images or a domain."""
+        if not images or not self.domain:
+            return None
+        if not isinstance(self.domain.get("_points"), np.ndarray):
+            self.domain["_points"] = np.asarray(self.domain["points"], dtype=np.float32)
+            self.domain["_mean"] = np.asarray(self.domain["mean"], dtype=np.float32)
+            self.domain["_scale"] = np.asarray(self.domain["scale"], dtype=np.float32)
+        x = images[0] if len(images) == 1 else np.stack(images).mean(axis=0)
+        z = (x - self.domain["_mean"]) / self.domain["_scale"]
+        return float(np.sqrt(((self.domain["_points"] - z) ** 2).mean(axis=1)).min())
+
     def vector(self, question: np.ndarray | None, images: list[np.ndarray], *, has_audio: bool,
                spoken: bool) -> np.ndarray:
         return request_vector(question, images, dim=self.dim, has_audio=has_audio, spoken=spoken)
@@ -118,7 +135,8 @@ class Competence:
                 "classifier": None if self.coef is None else {
                     "coef": np.round(self.coef, 6).tolist(), "intercept": np.round(self.intercept, 6).tolist(),
                     "mean": np.round(self.mean, 6).tolist(), "scale": np.round(self.scale, 6).tolist()},
-                "sources": self.sources, "checks": self.checks}
+                "sources": self.sources, "checks": self.checks,
+                "domain": None if not self.domain else {k: v for k, v in self.domain.items() if not k.startswith("_")}}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically (a temporary file, then a rename)."""
@@ -155,7 +173,7 @@ class Competence:
                 dict(table["types"])
             return cls(routes=data["routes"], classes=list(data["classes"]), coef=coef, intercept=intercept,
                        mean=mean, scale=scale, embedder=dict(data["embedder"]), sources=list(data.get("sources", [])),
-                       checks=dict(data.get("checks", {})))
+                       checks=dict(data.get("checks", {})), domain=_domain(data.get("domain")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"{path} is not a competence file: {exc}") from None
 
@@ -286,11 +304,42 @@ def fit(eval_dirs: Sequence[str | os.PathLike[str]], embedder: Any, *, exclude: 
     checks["seconds"] = round(time.perf_counter() - start, 2)
 
     routes = {name: _table(entries, items) for name, entries in sorted(rows_by_route.items())}
+    domain = _fit_domain(X[:, dim:dim + len(IMAGE_FEATURES)][X[:, dim + len(IMAGE_FEATURES)] > 0])
     info = {"backend": getattr(embedder, "name", None), "model": getattr(embedder, "model_id", None), "dim": dim}
     if log:
         log(f"fitted on {len(keys)} items, {len(classes)} question types, routes: {', '.join(routes)}")
     return Competence(routes=routes, classes=classes, coef=coef, intercept=intercept, mean=mean, scale=scale,
-                      embedder=info, sources=sources, checks=checks)
+                      embedder=info, sources=sources, checks=checks, domain=domain)
+
+
+#: A request is outside the measured domain beyond this many times the 99th percentile of the
+#: fitted images' distances to their nearest neighbour (and never inside 0.5).
+DOMAIN_SLACK = 1.5
+
+
+def _fit_domain(features: np.ndarray) -> dict[str, Any] | None:
+    """The measured images' standardised features and an out-of-domain threshold."""
+    unique = np.unique(np.round(features, 6), axis=0) if len(features) else features
+    if len(unique) < 2:
+        return None
+    mean, scale = unique.mean(axis=0), np.maximum(unique.std(axis=0), 0.02)
+    points = (unique - mean) / scale
+    nearest = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).mean(axis=-1))
+    np.fill_diagonal(nearest, np.inf)
+    threshold = max(DOMAIN_SLACK * float(np.quantile(nearest.min(axis=1), 0.99)), 0.5)
+    return {"mean": np.round(mean, 6).tolist(), "scale": np.round(scale, 6).tolist(),
+            "points": np.round(points, 4).tolist(), "threshold": round(threshold, 4)}
+
+
+def _domain(data: Any) -> dict[str, Any] | None:
+    if not data:
+        return None
+    n = len(IMAGE_FEATURES)
+    points = np.asarray(data["points"], dtype=float)
+    if points.ndim != 2 or points.shape[1] != n or len(data["mean"]) != n or len(data["scale"]) != n:
+        raise ValueError("domain shapes do not match the image features")
+    return {"mean": list(data["mean"]), "scale": list(data["scale"]), "points": points.tolist(),
+            "threshold": float(data["threshold"])}
 
 
 def _media_path(path: str, folder: Path) -> str:
