@@ -18,6 +18,7 @@ Lists in the environment are comma-separated.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -46,6 +47,8 @@ class Limits:
     max_pixels: int = 40_000_000
     max_audio_seconds: float = 1800.0
     max_video_seconds: float = 600.0
+    #: Characters of prompt text a request may carry (`run`, `stream`, `run_messages`, the CLI).
+    max_prompt_chars: int = 32_000
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,8 @@ def load_settings(
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (as Windows editors write it) is accepted and dropped.
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     flat: dict[str, Any] = {}
@@ -197,7 +201,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
             flat["home"] = value
         elif key in _SECTIONS:
             table = _expect_table(value, key, path)
+            known = [f.name for f in dataclasses.fields(_SECTIONS[key])]
             for sub, subvalue in table.items():
+                if sub not in known:
+                    raise ConfigError(f"{path}: unknown setting '{key}.{sub}' (known in [{key}]: {', '.join(known)})")
                 flat[f"{key}.{sub}"] = subvalue
         elif key == "roles":
             for role, table in _expect_table(value, key, path).items():
@@ -216,7 +223,7 @@ def _expect_table(value: Any, key: str, path: Path) -> dict[str, Any]:
 
 def _read_environ(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
-    if environ.get("MMAGENT_HOME"):
+    if "MMAGENT_HOME" in environ:  # set but empty is an error (in _build), not the default home
         out["home"] = (environ["MMAGENT_HOME"], "MMAGENT_HOME")
     for section, cls in _SECTIONS.items():
         for f in dataclasses.fields(cls):
@@ -243,8 +250,8 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
     home = values.pop("home", None)
     if home is None:
         home = default_home()
-    elif not isinstance(home, str) or not home:
-        raise ConfigError(f"home must be a non-empty path ({sources.get('home')})")
+    elif not isinstance(home, str) or not home.strip():
+        raise ConfigError(f"home must be a non-empty path, got {home!r} ({sources.get('home')})")
     all_sources.setdefault("home", "default")
 
     sections: dict[str, Any] = {}
@@ -273,8 +280,8 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
             all_sources.setdefault(f"roles.{role}.{f.name}", "default")
         roles[role] = RoleSettings(**kwargs)
 
-    if values:  # pragma: no cover - every reader only produces known keys
-        raise ConfigError(f"unknown settings: {', '.join(sorted(values))}")
+    if values:  # files are checked as they are read: what is left came from `overrides`
+        raise ConfigError("unknown settings: " + ", ".join(f"{k} ({sources.get(k, '?')})" for k in sorted(values)))
     return Settings(home=home, roles=roles, sources=all_sources, **sections)
 
 
@@ -296,14 +303,19 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings, got {value!r}")
+        if any(not v.strip() for v in value):
+            # An empty root would silently mean the current directory (an empty host: anything).
+            raise ConfigError(f"{where} must not contain an empty string, got {value!r}")
         return tuple(value)
     if isinstance(default, (int, float)):
         try:
             number = type(default)(value) if not isinstance(value, bool) else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             number = None
         if number is None or (isinstance(value, float) and isinstance(default, int) and value != int(value)):
             raise ConfigError(f"{where} must be {'an integer' if isinstance(default, int) else 'a number'}, got {value!r}")
+        if not math.isfinite(number):  # nan compares false with everything: it would switch a cap off
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
         if number < 0 or (number == 0 and key not in _ZERO_OK):
             raise ConfigError(f"{where} must be positive, got {value!r}")
         return number
@@ -323,7 +335,22 @@ def _coerce_role(value: Any, fname: str, key: str, source: str) -> Any:
         return dict(value)
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key} ({source}) must be a non-empty string, got {value!r}")
+    if fname == "device" and not _DEVICE.match(value):
+        raise ConfigError(f"{key} ({source}): unknown device {value!r} (use auto, cpu, cuda, cuda:N, mps, xpu or xpu:N)")
+    if fname == "dtype" and value.lower() not in config_dtypes():
+        raise ConfigError(f"{key} ({source}): unknown dtype {value!r} (use {', '.join(config_dtypes())})")
     return value
+
+
+#: The devices `mmagent.backends.devices.resolve_device` accepts (checked here, without torch).
+_DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
+
+
+def config_dtypes() -> tuple[str, ...]:
+    """The dtypes a role may name: auto, those `resolve_dtype` knows, and int8 (faster-whisper's)."""
+    from .backends.devices import _DTYPES  # lazily: the backends package imports this module
+
+    return ("auto", *_DTYPES, "int8")
 
 
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
