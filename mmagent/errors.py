@@ -81,3 +81,7 @@ class BackendError(MMAgentError):
 
 class BackendNotFoundError(BackendError):
     """No backend is registered under the requested role and name."""
+
+
+class PromptTooLongError(InputError):
+    """The prompt is longer than `[limits] max_prompt_chars`, or than the model's context allows."""
