@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmagent import hookimpl
 from mmagent.backends import Segment, SpeechToText, Transcript
-from mmagent.errors import BackendError, InputError
+from mmagent.errors import BackendError, CorruptMediaError, InputError, MediaTooLargeError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,25 +41,63 @@ _FASTER_LOAD_OPTIONS = ("compute_type", "cpu_threads", "num_workers")
 # -- audio ---------------------------------------------------------------------------------------
 
 
-def decode_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def decode_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, *,
+                 max_seconds: float | None = None) -> np.ndarray:
     """The file's audio as mono float32 at `sample_rate`.
 
     soundfile reads WAV, FLAC, OGG, MP3 and AIFF; channels are averaged, and the result is
     resampled with soxr or scipy when either is installed, else by piping the samples through the
     ffmpeg binary. Other formats (AAC/MP4 ...) are decoded by ffmpeg, which also downmixes them.
+
+    `max_seconds`: decoding stops just past it, whatever the container's header claims, and a
+    `MediaTooLargeError` says the audio is longer. Non-finite samples (NaN, infinities) raise a
+    `CorruptMediaError`: Whisper would spend minutes turning them into "!!!!".
     """
     import numpy as np
 
     try:
         import soundfile as sf
 
-        data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+        sound = sf.SoundFile(os.fspath(path))
     except Exception:  # not a libsndfile format (e.g. AAC in MP4): let ffmpeg try
-        return _ffmpeg(["-i", "file:" + str(Path(path).resolve())], sample_rate)
+        sound = None
+    if sound is None:
+        return _finite(_ffmpeg(["-i", "file:" + str(Path(path).resolve())], sample_rate, max_seconds=max_seconds))
+    with sound:
+        rate = sound.samplerate
+        limit = None if max_seconds is None else int(max_seconds * rate)
+        try:
+            data = sound.read(-1 if limit is None else limit + 1, dtype="float32", always_2d=True)
+        except Exception:  # a decoding error part-way: ffmpeg may do better
+            data = None
+    if data is None:
+        return _finite(_ffmpeg(["-i", "file:" + str(Path(path).resolve())], sample_rate, max_seconds=max_seconds))
+    if limit is not None and len(data) > limit:
+        raise _too_long(max_seconds)
+    _finite(data)
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if rate != sample_rate and len(mono):
         mono = _resample(mono, rate, sample_rate)
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+#: How far past `max_seconds` ffmpeg decodes, and how much of that a legitimate file may fill
+#: (encoder priming and padding make decoded audio a little longer than its nominal duration).
+_DECODE_PAST_CAP = 0.5
+_DECODE_SLACK = 0.25
+
+
+def _too_long(max_seconds: float) -> MediaTooLargeError:
+    return MediaTooLargeError(f"audio is longer than the {max_seconds:g} s limit (decoding stopped there, "
+                              "whatever the file's header says)")
+
+
+def _finite(samples: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    if not np.isfinite(samples).all():
+        raise CorruptMediaError("audio holds non-finite samples (NaN or infinity)")
+    return samples
 
 
 def _resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -80,23 +118,29 @@ def _resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     return _ffmpeg(["-f", "f32le", "-ar", str(rate_in), "-ac", "1", "-i", "pipe:0"], rate_out, stdin=raw)
 
 
-def _ffmpeg(inputs: list[str], sample_rate: int, stdin: bytes | None = None) -> np.ndarray:
-    """Run ffmpeg on `inputs`; return its output as mono float32 at `sample_rate`."""
+def _ffmpeg(inputs: list[str], sample_rate: int, stdin: bytes | None = None, *,
+            max_seconds: float | None = None) -> np.ndarray:
+    """Run ffmpeg on `inputs`; return its output as mono float32 at `sample_rate`, stopping just
+    past `max_seconds` (then a `MediaTooLargeError`)."""
     import numpy as np
 
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise BackendError("cannot decode or resample this audio: install ffmpeg (or `pip install soxr` "
                            "for the formats soundfile reads)")
+    stop = [] if max_seconds is None else ["-t", f"{max_seconds + _DECODE_PAST_CAP:.3f}"]
     cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-threads", "0", *inputs,
-           "-vn", "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"]
+           "-vn", *stop, "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"]
     if stdin is None:
         cmd.insert(1, "-nostdin")
     proc = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
     if proc.returncode != 0:
         message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise InputError(f"ffmpeg could not decode the audio: {message[-1] if message else proc.returncode}")
-    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
+    samples = np.frombuffer(proc.stdout, dtype=np.float32).copy()
+    if max_seconds is not None and len(samples) > (max_seconds + _DECODE_SLACK) * sample_rate:
+        raise _too_long(max_seconds)
+    return samples
 
 
 # -- where the weights are -----------------------------------------------------------------------
@@ -219,7 +263,9 @@ def _packaged(name: str) -> bool:
 def _audio_array(audio: AudioPart) -> np.ndarray:
     if not hasattr(audio, "path"):
         raise InputError(f"expected an AudioPart, got {type(audio).__name__}")
-    return decode_audio(audio.path())
+    from mmagent.config import load_settings
+
+    return decode_audio(audio.path(), max_seconds=load_settings().limits.max_audio_seconds)
 
 
 def _segments(raw: list[tuple[float, float, str]], duration: float) -> tuple[Segment, ...]:
