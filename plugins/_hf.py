@@ -55,11 +55,14 @@ def hub_source(model_id: str, what: str, revision: str | None = None) -> str:
 
 
 def open_rgb(image: ImagePart) -> Image:
-    """The stored image decoded as an RGB PIL image."""
+    """The stored image decoded as an RGB PIL image (16-bit and float images scaled to 8 bits,
+    not clipped: see `mmagent.content.guard.to_8bit`)."""
     from PIL import Image
 
+    from mmagent.content.guard import to_8bit
+
     with Image.open(image.path()) as img:
-        return img.convert("RGB")
+        return to_8bit(img).convert("RGB")
 
 
 class _NoTorchvisionFallbackNotice(logging.Filter):

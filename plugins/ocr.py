@@ -14,7 +14,7 @@ from typing import Any
 from mmagent import hookimpl
 from mmagent.backends import OcrLine, OcrResult, TextReader
 from mmagent.content import ImagePart
-from mmagent.errors import BackendError, InputError
+from mmagent.errors import BackendError, InputError, one_line
 from mmagent.zoo import ModelSpec, ModelUnavailableError
 
 PP_OCRV4 = "pp-ocrv4"
@@ -104,11 +104,12 @@ class RapidOCRReader(TextReader):
     def read(self, image: ImagePart) -> OcrResult:
         pixels = _bgr_pixels(image)
         height, width = pixels.shape[:2]
+        _check_shape(width, height)
         engine = self.model
         try:
             raw, _elapsed = engine(pixels)
         except Exception as exc:
-            raise BackendError(f"ocr/rapidocr failed: {type(exc).__name__}: {exc}") from exc
+            raise BackendError(f"ocr/rapidocr failed on a {width}x{height} image: {_describe(exc)}") from exc
         threshold = float(self.options.get("min_confidence", 0.5))
         lines = []
         for quad, text, score in raw or ():
@@ -118,16 +119,43 @@ class RapidOCRReader(TextReader):
         return OcrResult(lines=reading_order(lines))
 
 
+#: RapidOCR's preprocessing (its config.yaml): images are shrunk to this longest side, then
+#: enlarged to this shortest side, each side rounded to a multiple of 32.
+_MAX_SIDE, _MIN_SIDE = 2000, 30
+
+
+def _check_shape(width: int, height: int) -> None:
+    """Refuse, in one line, an image RapidOCR's resizing would squash to nothing (it raises an
+    exception without a message): one whose short side shrinks below 16 px once its long side is
+    brought down to 2000 px, i.e. an aspect ratio beyond about 125:1 on a long side over 2000 px."""
+    long, short = max(width, height), min(width, height)
+    if long > _MAX_SIDE and round(int(short * _MAX_SIDE / long) / 32) <= 0:
+        raise InputError(f"ocr/rapidocr cannot read a {width}x{height} image: it is too thin "
+                         f"(shrunk to {_MAX_SIDE} px long it would be under 16 px wide); crop or pad it")
+
+
+def _describe(exc: BaseException) -> str:
+    """`Type: message` for an exception, following its causes while the message is empty."""
+    seen = exc
+    while not str(seen).strip() and seen.__cause__ is not None:
+        seen = seen.__cause__
+    text = one_line(str(seen).strip(), 300) or "no message"
+    return f"{type(exc).__name__}: {text}"
+
+
 def _bgr_pixels(image: ImagePart):
-    """The image as an HxWx3 uint8 BGR array: EXIF rotation applied, transparency on white."""
+    """The image as an HxWx3 uint8 BGR array: EXIF rotation applied, transparency on white, 16-bit
+    and float images scaled to 8 bits (`convert("RGB")` alone clips them to a white page)."""
     import numpy as np
     from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from mmagent.content.guard import to_8bit
 
     if not isinstance(image, ImagePart):
         raise InputError(f"ocr/rapidocr reads images; got {type(image).__name__}")
     try:
         with Image.open(image.path()) as img:
-            img = ImageOps.exif_transpose(img)
+            img = to_8bit(ImageOps.exif_transpose(img))
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
                 img = Image.new("RGB", rgba.size, "white")
