@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
+import functools
 import os
 import re
 import stat
+import sys
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 from ..config import Settings, load_settings
 from ..errors import (
+    ConfigError,
     ForbiddenSourceError,
     InputError,
     InvalidDataURLError,
     MediaTooLargeError,
     SourceNotFoundError,
+    UnsupportedMediaError,
     one_line,
 )
 from .guard import MediaInfo, inspect_media
 from .parts import AudioPart, ImagePart, MediaPart, VideoPart
-from .store import MediaStore
+from .store import MediaStore, damage, damaged_message
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 
@@ -92,51 +97,207 @@ _MEDIA_URI = re.compile(r"^mmagent-media:sha256:([0-9a-f]{64})$")
 
 def read_stored(uri: str, settings: Settings) -> bytes:
     """The bytes behind a media-store reference (`mmagent-media:sha256:<hex>`), from the store
-    under the configured home. A reference names bytes someone already handed to mmagent."""
+    under the configured home. A reference names bytes someone already handed to mmagent; the
+    stored copy is verified against its name (the sha256) before it is used."""
     match = _MEDIA_URI.match(uri.strip().lower())
     if not match:
         raise InvalidDataURLError(f"malformed media reference {one_line(uri, 120)} "
                                   "(expected mmagent-media:sha256:<64 hex digits>)")
-    path = settings.home_path / "media" / match.group(1)[:2] / match.group(1)
+    digest = match.group(1)
+    path = settings.home_path / "media" / digest[:2] / digest
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except OSError:
-        raise SourceNotFoundError(f"media {match.group(1)[:12]}… is not in the media store") from None
+        raise SourceNotFoundError(f"media {digest[:12]}… is not in the media store") from None
+    problem = damage(data, digest)
+    if problem:
+        raise SourceNotFoundError(damaged_message(digest, path, problem))
+    return data
+
+
+#: Kernel pseudo-file systems: their "regular files" are not files (reading /proc/kmsg consumes the
+#: kernel log, /proc/self/mem fails with EIO, /sys attributes can block); never read as media.
+_PSEUDO_DIRS = (Path("/proc"), Path("/sys"))
+_PSEUDO_FS_MAGIC = {0x9FA0: "proc", 0x62656572: "sysfs", 0x64626720: "debugfs", 0x74726163: "tracefs",
+                    0x73636673: "securityfs", 0x27E0EB: "cgroup", 0x63677270: "cgroup2", 0xCAFE4A11: "bpf",
+                    0x62656570: "configfs", 0xDE5E81E4: "efivarfs", 0x6165676C: "pstore"}
+_MAX_LINKS = 40  # as the kernel: more symbolic links than this while resolving one path is a loop
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+               | getattr(os, "O_CLOEXEC", 0))
+_CAN_WALK = (os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
+             and os.readlink in os.supports_dir_fd)
 
 
 def read_path(path: Path, settings: Settings) -> bytes:
-    """Read a regular file, confined to `paths.allowed_roots` when set, never past the byte cap."""
+    """Read a regular file, confined to `paths.allowed_roots` when set, never past the byte cap.
+
+    The file is opened component by component from the root's directory (every component with
+    O_NOFOLLOW; a symbolic link is read and followed only while it stays inside the root), so a link
+    swapped in while the path is being checked cannot lead outside: what is checked is the opened
+    file, not the path. Kernel pseudo-files (/proc, /sys) are refused without being read."""
     label = one_line(str(path), 200)
     roots = settings.paths.allowed_roots
+    if roots and any(not str(r).strip() for r in roots):
+        raise ConfigError("paths.allowed_roots has an empty entry (it would silently mean the current "
+                          "directory): remove it, or name the directory")
     try:
         path = path.expanduser()
+        wanted = _resolve_loosely(path)
         if roots:  # confine first: whether a path outside the roots exists is none of the caller's business
-            _confine(_resolve_loosely(path), roots, label)
-        resolved = path.resolve(strict=True)
+            root = _confine(wanted, roots, label)
+        else:
+            root = Path(wanted.anchor or "/")
+        fd = _open_beneath(root, wanted.relative_to(root).parts, label, confined=bool(roots))
     except InputError:
         raise
-    except (FileNotFoundError, NotADirectoryError):
-        raise SourceNotFoundError(f"{label}: no such file") from None
-    except (OSError, RuntimeError, ValueError) as exc:  # permission, symlink loop, NUL byte in the path
+    except (OSError, RuntimeError, ValueError) as exc:  # no home for '~', a NUL byte in the path
         raise SourceNotFoundError(f"{label}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
-    if roots:
-        _confine(resolved, roots, label)
     try:
-        fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        return _read_opened(fd, label, settings.limits.max_bytes, root if roots else None)
+    finally:
+        os.close(fd)
+
+
+def _open_beneath(root: Path, parts: tuple[str, ...], label: str, *, confined: bool) -> int:
+    """An fd for `root/parts…`, opened from `root`'s directory fd one component at a time with
+    O_NOFOLLOW. Links are followed by hand (at most _MAX_LINKS), and one that leads out of `root`
+    raises ForbiddenSourceError when `confined`."""
+    if not _CAN_WALK:  # no openat/O_NOFOLLOW (Windows): the path as resolved, checked after opening
+        target = root.joinpath(*parts)
+        _refuse_pseudo_path(target, label)
+        try:
+            return os.open(target, _OPEN_FLAGS)
+        except FileNotFoundError:
+            raise SourceNotFoundError(f"{label}: no such file") from None
+        except OSError as exc:
+            raise SourceNotFoundError(f"{label}: {exc.strerror}") from None
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise SourceNotFoundError(f"{label}: {exc.strerror}") from None
-    st = os.fstat(fd)
+    fds = [root_fd]  # the directories walked so far, from the root: fds[-1] is where we are
+    names: list[str] = []  # their names (lexical path below the root; never a link)
+    pending = list(parts)
+    links = 0
+    try:
+        while pending:
+            name = pending.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if names:
+                    names.pop()
+                    os.close(fds.pop())
+                elif confined:
+                    raise ForbiddenSourceError(f"{label} is outside the allowed roots")
+                continue
+            last = not pending
+            if last:
+                _refuse_pseudo_path(root.joinpath(*names, name), label)
+            flags = _OPEN_FLAGS | os.O_NOFOLLOW | (0 if last else os.O_DIRECTORY)
+            try:
+                fd = os.open(name, flags, dir_fd=fds[-1])
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    if exc.errno in (errno.ENOENT,):
+                        raise SourceNotFoundError(f"{label}: no such file") from None
+                    raise SourceNotFoundError(f"{label}: {exc.strerror}") from None
+                try:  # a symbolic link (or not a directory where one was needed)
+                    target = os.readlink(name, dir_fd=fds[-1])
+                except OSError:
+                    if exc.errno == errno.ENOTDIR:
+                        raise SourceNotFoundError(f"{label}: no such file (not a directory)") from None
+                    raise SourceNotFoundError(f"{label}: {exc.strerror}") from None
+                links += 1
+                if links > _MAX_LINKS:
+                    raise SourceNotFoundError(f"{label}: too many levels of symbolic links") from None
+                if os.path.isabs(target):  # start again from the root with the link's target
+                    target_path = Path(os.path.normpath(target))
+                    if not target_path.is_relative_to(root):
+                        if confined:
+                            raise ForbiddenSourceError(f"{label} is outside the allowed roots") from None
+                        target_path = Path(_resolve_loosely(target_path))
+                    while len(fds) > 1:
+                        os.close(fds.pop())
+                    names.clear()
+                    pending = list(target_path.relative_to(root).parts) + pending
+                else:  # relative to where we are ('..' is taken off `names`, never the kernel's)
+                    pending = target.split("/") + pending
+                continue
+            if last:
+                return fd
+            fds.append(fd)
+            names.append(name)
+        raise SourceNotFoundError(f"{label} is not a regular file")  # the root itself, a directory
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _read_opened(fd: int, label: str, cap: int, root: Path | None) -> bytes:
+    """Check the opened file (a regular file, not a kernel pseudo-file, still inside `root`, under
+    the byte cap), then read it; any read error is a one-line SourceNotFoundError."""
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        raise SourceNotFoundError(f"{label} cannot be read: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
         raise SourceNotFoundError(f"{label} is not a regular file")
-    with os.fdopen(fd, "rb") as fh:
-        cap = settings.limits.max_bytes
-        if st.st_size > cap:
-            raise MediaTooLargeError(f"{label} is {st.st_size:,} bytes, over the {cap:,} byte limit")
-        data = fh.read(cap + 1)
-    if len(data) > cap:
+    fs = _pseudo_fs(fd)
+    if fs:
+        raise UnsupportedMediaError(f"{label} is a kernel pseudo-file ({fs}), not media; it was not read")
+    if root is not None:  # where the opened file is now, by the kernel's account
+        try:
+            where = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            where = None
+        if where is not None and where.startswith("/") and not Path(where.removesuffix(" (deleted)")).is_relative_to(root):
+            raise ForbiddenSourceError(f"{label} is outside the allowed roots")
+    if st.st_size > cap:
+        raise MediaTooLargeError(f"{label} is {st.st_size:,} bytes, over the {cap:,} byte limit")
+    chunks, total = [], 0
+    try:
+        while total <= cap:
+            chunk = os.read(fd, min(cap + 1 - total, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise SourceNotFoundError(f"{label} cannot be read: {exc.strerror or exc}") from None
+    if total > cap:
         raise MediaTooLargeError(f"{label} is over the {cap:,} byte limit")
-    return data
+    return b"".join(chunks)
+
+
+def _refuse_pseudo_path(path: Path, label: str) -> None:
+    for pseudo in _PSEUDO_DIRS:
+        if path.is_relative_to(pseudo):
+            raise UnsupportedMediaError(f"{label} is a kernel pseudo-file (under {pseudo}), not media; "
+                                        "it was not read")
+
+
+def _pseudo_fs(fd: int) -> str | None:
+    """The name of the kernel pseudo-file system holding `fd` (procfs, sysfs …), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        buf = ctypes.create_string_buffer(512)  # struct statfs: f_type (a word) comes first
+        if _libc().fstatfs(fd, buf) != 0:
+            return None
+        magic = ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+    except (OSError, AttributeError):
+        return None
+    return _PSEUDO_FS_MAGIC.get(magic)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _resolve_loosely(path: Path) -> Path:
@@ -146,9 +307,13 @@ def _resolve_loosely(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def _confine(resolved: Path, roots: tuple[str, ...], label: str) -> None:
-    if not any(resolved.is_relative_to(Path(r).expanduser().resolve()) for r in roots):
-        raise ForbiddenSourceError(f"{label} is outside the allowed roots ({', '.join(roots)})")
+def _confine(resolved: Path, roots: tuple[str, ...], label: str) -> Path:
+    """The allowed root (resolved) that holds `resolved`; ForbiddenSourceError if none does."""
+    for r in roots:
+        root = _resolve_loosely(Path(r).expanduser())
+        if resolved.is_relative_to(root):
+            return root
+    raise ForbiddenSourceError(f"{label} is outside the allowed roots ({', '.join(roots)})")
 
 
 def parse_data_url(url: str, max_bytes: int) -> tuple[bytes, str | None]:
