@@ -332,8 +332,11 @@ def test_a_same_size_byte_flip_is_detected_and_repaired(tmp_path, settings, home
     stored.write_bytes(bytes(flipped))
     with pytest.raises(DamagedMediaError, match="damaged"):
         part.read_bytes(store)
+    with pytest.raises(DamagedMediaError, match="damaged"):  # for tools that open the file themselves
+        store.verified_path(part.ref)
     load_media(data, settings=settings)
     assert stored.read_bytes() == data
+    assert store.verified_path(part.ref) == stored
 
 
 # -- 11: full disk, read-only home -------------------------------------------------------------------------

@@ -61,6 +61,7 @@ class MediaStore:
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
+        self._verified: dict[str, tuple[int, int, int]] = {}  # sha256 -> stat stamp when it was verified
         self._sweep_if_due()
 
     # -- writing ---------------------------------------------------------------------------------------
@@ -126,6 +127,20 @@ class MediaStore:
         if problem:
             raise DamagedMediaError(damaged_message(ref.sha256, path, problem))
         return data
+
+    def verified_path(self, ref: MediaRef) -> Path:
+        """The file holding `ref`'s bytes, for tools that open files themselves, verified like
+        `read` (hashed again only when the file's stat stamp changed)."""
+        path = self.path(ref)
+        try:
+            st = path.stat()
+        except OSError:
+            raise MediaNotFoundError(f"media {ref.sha256[:12]}… is not in the store at {self.root}") from None
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._verified.get(ref.sha256) != stamp:
+            self.read(ref)
+            self._verified[ref.sha256] = stamp
+        return path
 
     def __repr__(self) -> str:
         return f"MediaStore({str(self.root)!r})"
