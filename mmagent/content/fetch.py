@@ -67,7 +67,7 @@ def _fetch(url: str, fetch: FetchSettings, limits: Limits, deadline: float) -> t
     backend = _DeadlineBackend(deadline)
     timeouts = {"connect": fetch.connect_timeout, "read": fetch.read_timeout, "write": fetch.read_timeout,
                 "pool": fetch.total_timeout}
-    with httpcore.ConnectionPool(network_backend=backend, max_connections=1, retries=0) as pool:
+    with httpcore.ConnectionPool(network_backend=backend, retries=0) as pool:
         for _ in range(fetch.max_redirects + 1):
             host, address, port = check_url(url, fetch, deadline=deadline)
             request = _pinned_request(url, host, address, port, timeouts)
