@@ -198,7 +198,7 @@ def test_attachments_are_sorted_by_their_bytes_not_their_names(doubles, tmp_path
     image = png(tmp_path / "scan.wav")  # misleading extensions: the bytes decide
     audio = tmp_path / "question.png"
     audio.write_bytes(silent_wav(0.5))
-    result = invoke("run", "-a", str(image), "--attach", str(audio), "What is the total?", "--json")
+    result = invoke("run", "-a", str(image), "--attach", str(audio), "What is the total?", "--json", "--pipeline", "tools")
     assert result.exit_code == 0, result.stderr
     steps = json.loads(result.stdout)["steps"]
     assert {s["tool"] for s in steps} >= {"asr", "ocr", "llm"}

@@ -17,7 +17,7 @@ MEDIA = Path(__file__).resolve().parent.parent / "examples" / "media"
 
 
 def test_typed_question_about_a_receipt(offline_home):
-    result = run("What is the total on the receipt?", images=[MEDIA / "receipt.png"])
+    result = run("What is the total on the receipt?", images=[MEDIA / "receipt.png"], pipeline="tools")
     assert "9.75" in result.answer
     assert [s["tool"] for s in result.steps] == ["embed", "ocr", "llm"]
     assert result.plan["intent"] == "read" and result.plan["intent_method"] == "embeddings"
@@ -41,8 +41,8 @@ def test_cli_json_has_answer_pipeline_and_timed_steps(offline_home, tmp_path):
                           capture_output=True, text=True, timeout=600, env={**os.environ}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert "9.75" in data["answer"] and data["pipeline"] == "tools"
-    assert [s["tool"] for s in data["steps"]] == ["embed", "ocr", "llm"]
+    assert "9.75" in data["answer"] and data["pipeline"] == "auto" and data["route"]["route"] == "tools"
+    assert [s["tool"] for s in data["steps"] if s["tool"] != "embed"] == ["router", "ocr", "llm"]
     assert all(isinstance(s["seconds"], float) and s["output"] for s in data["steps"])
 
 
@@ -59,7 +59,8 @@ def test_cli_second_turn_answers_from_the_first_turns_image(offline_home, tmp_pa
     second = ask("-c", "What is the total on the receipt?")
     assert second["thread"] == first["thread"] == "receipt"
     assert "9.75" in second["answer"]
-    assert [s["tool"] for s in second["steps"]] == ["embed", "llm"]  # no new image: turn 1's OCR is reused
+    # no new image: the router routes on turn 1's image, and turn 1's OCR is reused
+    assert [s["tool"] for s in second["steps"] if s["tool"] != "embed"] == ["router", "llm"]
     assert second["artifacts"][0]["cached"] is True and "TOTAL 9.75" in second["artifacts"][0]["text"]
 
 
