@@ -72,6 +72,10 @@ def extract(schema: type[T], text: str, llm: ChatModel, *, max_repairs: int = 2,
     each value is."""
     from pydantic import ValidationError
 
+    from .runner import clean_text
+
+    # Lone surrogates (undecodable argv bytes, a caller's "\udce9") never reach a tokenizer.
+    text, instructions = clean_text(text), clean_text(instructions) if instructions else instructions
     constrained = bool(getattr(llm, "supports_schema", False))
     options = {"schema": schema.model_json_schema()} if constrained else {}
     messages = [Message("system", system_prompt(schema, instructions)), Message("user", text)]

@@ -100,8 +100,10 @@ def is_inline_media(block: Any) -> bool:
 
 def to_mmagent_messages(messages: Sequence[BaseMessage], *, settings=None) -> list[Message]:
     """LangChain messages -> mmagent backend messages (media validated and stored)."""
+    from .runner import clean_messages
+
     out: list[Message] = []
-    for m in messages:
+    for m in clean_messages(messages):  # lone surrogates never reach a tokenizer
         if isinstance(m, SystemMessage):
             out.append(Message("system", m.text))
         elif isinstance(m, HumanMessage):

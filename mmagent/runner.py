@@ -12,6 +12,7 @@ what the tools observed.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,7 @@ from typing import Any
 from .config import Settings, load_settings
 from .content.parts import MediaPart, part_from_dict
 from .content.sources import Source, load_media
-from .errors import InputError
+from .errors import InputError, PromptTooLongError
 from .toolbox import Toolbox
 
 #: The pipeline used when none is named: the router (mmagent.graphs.router).
@@ -119,16 +120,63 @@ def request_message(prompt: str = "", *, images: Sequence[Source] = (), audio: S
         if part.type not in ("image", "audio", "video"):
             raise InputError(f"attachment is {part.type}; mmagent run takes images, audio and video")
         parts.append(part)
-    prompt = _clean_text(prompt)
+    prompt = clean_text(prompt)
+    check_prompt_chars(len(prompt), settings)
     if not prompt.strip() and not parts:
         raise InputError("nothing to do: give a prompt, an image or audio")
     blocks = ([{"type": "text", "text": prompt}] if prompt.strip() else []) + [part_to_block(p) for p in parts]
     return HumanMessage(content=blocks)
 
 
-def _clean_text(text: str) -> str:
-    """Text with lone surrogates (undecodable bytes from argv/stdin) replaced, so tokenizers never see them."""
-    return text.encode("utf-8", "replace").decode("utf-8") if isinstance(text, str) else text
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Text with lone surrogates (undecodable bytes from argv/stdin, `os.fsdecode`'s escapes, a
+    caller's "\\udce9") replaced by U+FFFD, so tokenizers never see them."""
+    return _SURROGATES.sub("\ufffd", text) if isinstance(text, str) else text
+
+
+_clean_text = clean_text
+
+
+def clean_messages(messages: Sequence[Any]) -> list[Any]:
+    """LangChain messages with the text of each (string content, text blocks) cleaned by
+    `clean_text`; a message that needs no change is kept as it is."""
+    out = []
+    for m in messages:
+        content = getattr(m, "content", None)
+        if isinstance(content, str):
+            new: Any = clean_text(content)
+        elif isinstance(content, list):
+            new = [clean_text(b) if isinstance(b, str) else
+                   {**b, "text": clean_text(b["text"])} if isinstance(b, dict) and isinstance(b.get("text"), str)
+                   else b for b in content]
+        else:
+            new = content
+        out.append(m if new == content else m.model_copy(update={"content": new}))
+    return out
+
+
+def text_chars(messages: Sequence[Any]) -> int:
+    """Characters of text in LangChain messages (string content and text blocks)."""
+    total = 0
+    for m in messages:
+        content = getattr(m, "content", None)
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(b) if isinstance(b, str) else len(b["text"]) if isinstance(b, dict)
+                         and isinstance(b.get("text"), str) else 0 for b in content)
+    return total
+
+
+def check_prompt_chars(chars: int, settings: Settings, what: str = "the prompt") -> None:
+    """PromptTooLongError when `chars` exceeds `[limits] max_prompt_chars`."""
+    cap = settings.limits.max_prompt_chars
+    if chars > cap:
+        raise PromptTooLongError(f"{what} is {chars} characters, over the cap of {cap} "
+                                 f"([limits] max_prompt_chars, MMAGENT_LIMITS_MAX_PROMPT_CHARS)")
 
 
 # -- running -----------------------------------------------------------------------------------------
@@ -215,10 +263,13 @@ def stream_messages(
 ) -> Iterator[tuple[str, Any]]:
     """The events of one request given as LangChain messages (see `stream`)."""
     settings = settings or load_settings()
+    messages = clean_messages(messages)
+    system = clean_text(system) if system else system
+    check_prompt_chars(text_chars(messages) + len(system or ""), settings, "the request's text")
     toolbox = toolbox or Toolbox(settings=settings)
     state_in: dict[str, Any] = {"messages": list(messages), "output": output}
     if system:
-        state_in["system"] = _clean_text(system)
+        state_in["system"] = system
     with _checkpointer(thread, settings) as saver:
         graph = build_pipeline(pipeline, toolbox, planner=planner, checkpointer=saver)
         final, streamed, seconds = yield from _run(graph, state_in, thread, tokens)
@@ -354,6 +405,7 @@ def run_graph(target: str | Any, prompt: str = "", *, images: Sequence[Source] =
     settings = settings or load_settings()
     graph = load_graph(target) if isinstance(target, str) else target
     message = request_message(prompt, images=images, audio=audio, attachments=attachments, settings=settings)
+    check_prompt_chars(text_chars([message]) + len(clean_text(system or "")), settings, "the request's text")
     name = target if isinstance(target, str) else getattr(graph, "name", "graph")
     with _checkpointer(thread, settings) as saver:
         if saver is not None:

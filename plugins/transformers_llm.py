@@ -35,7 +35,7 @@ from typing import Any
 from mmagent import hookimpl
 from mmagent.backends import ChatModel, ChatResult, Message, ToolCall, ToolSpec
 from mmagent.config import parse_bool
-from mmagent.errors import BackendError, InputError
+from mmagent.errors import BackendError, InputError, PromptTooLongError
 from mmagent.zoo import ModelSpec
 
 from ._hf import first_stop, generate_options, pad_id
@@ -163,7 +163,7 @@ class TransformersChat(ChatModel):
         from transformers import TextIteratorStreamer
 
         tokenizer, model, device = self.model
-        inputs = self._encode(tokenizer, messages).to(device)
+        inputs = self._encode(tokenizer, messages, model=model, max_tokens=max_tokens).to(device)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = dict(**inputs, streamer=streamer,
                       **generate_options(tokenizer, max_tokens=max_tokens, temperature=temperature, stop=stop))
@@ -215,7 +215,8 @@ class TransformersChat(ChatModel):
         import torch
 
         tokenizer, model, device = self.model
-        prompts = [self._encode(tokenizer, messages)["input_ids"][0].tolist() for messages in requests]
+        prompts = [self._encode(tokenizer, messages, model=model, max_tokens=max_tokens)["input_ids"][0].tolist()
+                   for messages in requests]
         # Left padding by hand: the shared tokenizer's padding side and pad token stay as they are.
         pad, width = pad_id(tokenizer), max(map(len, prompts))
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
@@ -257,11 +258,45 @@ class TransformersChat(ChatModel):
             if not isinstance(m.content, str) and any(p.type != "text" for p in m.content):
                 raise InputError(f"llm/{self.name} reads text only; route images and audio through tools or a VLM")
 
-    def _encode(self, tokenizer, messages: Sequence[Message]):
+    def _encode(self, tokenizer, messages: Sequence[Message], *, model=None, max_tokens: int = 0):
+        """The chat as model inputs. Lone surrogates become U+FFFD (a tokenizer refuses them); a
+        prompt that leaves no room for `max_tokens` in the model's context is refused."""
         self._check_text(messages)
-        chat = [{"role": m.role, "content": m.text} for m in messages]
-        return tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
-                                             return_dict=True)
+        chat = [{"role": m.role, "content": clean_text(m.text)} for m in messages]
+        inputs = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True)
+        check_context(f"llm/{self.name}", inputs["input_ids"].shape[1], max_tokens,
+                      context_length(tokenizer, model))
+        return inputs
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """`text` with lone surrogates (undecodable bytes from argv) replaced by U+FFFD."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def context_length(tokenizer, model=None) -> int | None:
+    """The model's context in tokens: its config's position limit, else the tokenizer's
+    `model_max_length` when that is a real limit (transformers' "no limit" is ~1e30); None if unknown."""
+    config = getattr(model, "config", None)
+    for cfg in (getattr(config, "text_config", None), config):
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(cfg, name, None) if cfg is not None else None
+            if isinstance(value, int) and value > 0:
+                return value
+    value = getattr(tokenizer, "model_max_length", None)
+    return int(value) if isinstance(value, int) and 0 < value < 10**9 else None
+
+
+def check_context(what: str, prompt_tokens: int, max_tokens: int, context: int | None) -> None:
+    """PromptTooLongError when `prompt_tokens` + `max_tokens` do not fit in `context`."""
+    if context is not None and prompt_tokens + max(max_tokens, 0) > context:
+        raise PromptTooLongError(f"{what}: the prompt is {prompt_tokens} tokens; with max_tokens={max_tokens} "
+                                 f"it does not fit the model's context of {context} tokens "
+                                 f"(at most {max(context - max_tokens, 0)} prompt tokens)")
 
 
 #: One xgrammar GrammarCompiler per loaded tokenizer (it caches the grammars it compiles).

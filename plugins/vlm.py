@@ -23,6 +23,7 @@ from mmagent.backends import ChatResult, Message, ToolSpec, VisionLanguageModel
 from mmagent.errors import BackendError, InputError
 
 from ._hf import first_stop, generate_options, hub_options, model_source, open_rgb, quiet_torchvision_fallback
+from .transformers_llm import check_context, clean_text, context_length
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class TransformersVLM(VisionLanguageModel):
     def chat(self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None,
              max_tokens: int = 256, temperature: float = 0.0, stop: Sequence[str] | None = None) -> ChatResult:
         loaded = self.model
-        inputs, prompt_tokens = self._encode(loaded, [self._prompt(loaded, messages)])
+        inputs, prompt_tokens = self._encode(loaded, [self._prompt(loaded, messages)], max_tokens=max_tokens)
         out = self._generate(loaded, inputs, max_tokens=max_tokens, temperature=temperature, stop=stop)
         new = out[0, prompt_tokens:].tolist()
         text = loaded.tokenizer.decode(new, skip_special_tokens=True)
@@ -124,7 +125,7 @@ class TransformersVLM(VisionLanguageModel):
         from transformers import TextIteratorStreamer
 
         loaded = self.model
-        inputs, _ = self._encode(loaded, [self._prompt(loaded, messages)])
+        inputs, _ = self._encode(loaded, [self._prompt(loaded, messages)], max_tokens=max_tokens)
         streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
         errors: list[BaseException] = []
 
@@ -165,7 +166,7 @@ class TransformersVLM(VisionLanguageModel):
             rows = [i for i, (_, images) in enumerate(prepared) if bool(images) == with_images]
             if not rows:
                 continue
-            inputs, width = self._encode(loaded, [prepared[i] for i in rows])
+            inputs, width = self._encode(loaded, [prepared[i] for i in rows], max_tokens=max_tokens)
             out = self._generate(loaded, inputs, max_tokens=max_tokens, temperature=temperature, stop=stop)
             for i, text in zip(rows, loaded.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)):
                 cut = first_stop(text, stop)
@@ -174,9 +175,11 @@ class TransformersVLM(VisionLanguageModel):
 
     # -- prompt building ---------------------------------------------------------------------------
 
-    def _encode(self, loaded: Loaded, prepared: Sequence[tuple[str, list]]) -> tuple[dict, int]:
+    def _encode(self, loaded: Loaded, prepared: Sequence[tuple[str, list]], *,
+                max_tokens: int = 0) -> tuple[dict, int]:
         """Model inputs for (prompt, images) pairs, all with images or all without (left-padded),
-        and the padded prompt length."""
+        and the padded prompt length. A prompt (image tokens included) that leaves no room for
+        `max_tokens` in the model's context is refused (PromptTooLongError)."""
         prompts, images = zip(*prepared)
         processor, arch = loaded.processor, loaded.arch
         kwargs: dict[str, Any] = {"text": list(prompts), "return_tensors": "pt"}
@@ -195,6 +198,9 @@ class TransformersVLM(VisionLanguageModel):
             raise BackendError(f"vlm/{self.name} could not prepare the inputs for {loaded.kind}: "
                                f"{type(exc).__name__}: {exc}") from exc
         encoded.pop("labels", None)  # PaliGemma's processor adds training labels
+        if "input_ids" in encoded:
+            check_context(f"vlm/{self.name}", int(encoded["input_ids"].shape[1]), max_tokens,
+                          context_length(loaded.tokenizer, loaded.model))
         dtype = loaded.model.dtype
         moved = {k: (v.to(loaded.device, dtype) if v.is_floating_point() else v.to(loaded.device))
                  if hasattr(v, "is_floating_point") else v for k, v in encoded.items()}
@@ -207,10 +213,11 @@ class TransformersVLM(VisionLanguageModel):
             raise InputError(f"{what}: no messages")
         chat, images = [], []
         for message in messages:
-            parts = [{"type": "text", "text": message.content}] if isinstance(message.content, str) else []
+            # Lone surrogates (undecodable argv bytes) become U+FFFD: a tokenizer refuses them.
+            parts = [{"type": "text", "text": clean_text(message.content)}] if isinstance(message.content, str) else []
             for part in () if isinstance(message.content, str) else message.content:
                 if part.type == "text":
-                    parts.append({"type": "text", "text": part.text})
+                    parts.append({"type": "text", "text": clean_text(part.text)})
                 elif part.type == "image":
                     parts.append({"type": "image"})
                     images.append(part)
@@ -228,7 +235,7 @@ class TransformersVLM(VisionLanguageModel):
             prompt = loaded.processor.apply_chat_template(chat, chat_template=template, add_generation_prompt=True,
                                                           tokenize=False)
         else:
-            text = "\n".join(m.text for m in messages if m.text.strip())
+            text = clean_text("\n".join(m.text for m in messages if m.text.strip()))
             token = getattr(loaded.processor, "image_token", "") or ""
             prompt = arch.prompt.format(images=str(token) * len(images), text=text)
         return prompt, [open_rgb(image) for image in images]

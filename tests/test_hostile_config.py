@@ -117,3 +117,226 @@ def test_an_empty_allowed_root_is_refused(tmp_path, toml):
     with pytest.raises(ConfigError, match="empty string") as info:
         load_settings(cwd=tmp_path)
     assert str(tmp_path / "mmagent.toml") in str(info.value)
+
+
+# -- 4: lone surrogates (undecodable argv/stdin bytes) never reach a tokenizer ------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from mmagent.backends.results import ChatResult, Message  # noqa: E402
+from mmagent.errors import PromptTooLongError  # noqa: E402
+from mmagent.testing import ScriptedLLM  # noqa: E402
+
+MMAGENT = str(Path(sys.executable).with_name("mmagent"))
+
+
+class StrictLLM(ScriptedLLM):
+    """Encodes every message as strict UTF-8, as a tokenizer does (it raises on a lone surrogate)."""
+
+    seen: list[str] = []
+
+    def chat(self, messages, **kw) -> ChatResult:
+        for m in messages:
+            m.text.encode("utf-8")  # UnicodeEncodeError on "\udce9"
+            StrictLLM.seen.append(m.text)
+        return ChatResult('{"name": "x"}')
+
+
+def test_clean_messages_replaces_surrogates_in_strings_and_text_blocks():
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from mmagent.runner import clean_messages
+
+    messages = clean_messages([SystemMessage("s\udcff"), HumanMessage([{"type": "text", "text": "caf\udce9"},
+                                                                      {"type": "image", "url": "x"}]),
+                               HumanMessage("fine")])
+    assert messages[0].content == "s\ufffd"
+    assert messages[1].content == [{"type": "text", "text": "caf\ufffd"}, {"type": "image", "url": "x"}]
+    assert messages[2].content == "fine"
+
+
+def test_chat_mmagent_cleans_surrogates_before_the_backend():
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from mmagent.langchain import ChatMMAgent
+
+    StrictLLM.seen.clear()
+    reply = ChatMMAgent(backend=StrictLLM()).invoke([SystemMessage("be \udcff brief"), HumanMessage("caf\udce9")])
+    assert reply.content and StrictLLM.seen == ["be \ufffd brief", "caf\ufffd"]
+
+
+def test_extract_cleans_surrogates_in_text_and_instructions():
+    from pydantic import BaseModel
+
+    from mmagent.extract import extract
+
+    class Name(BaseModel):
+        name: str
+
+    StrictLLM.seen.clear()
+    assert extract(Name, "caf\udce9", StrictLLM(), instructions="look \udcff here").value.name == "x"
+    assert "caf\ufffd" in StrictLLM.seen and any("look \ufffd here" in t for t in StrictLLM.seen)
+
+
+def test_transformers_llm_replaces_surrogates_direct_api(tiny_llama):
+    """A direct backend call with "\\udce9" (and ChatMMAgent over it) used to raise the tokenizer's
+    TypeError (TextEncodeInput must be ...)."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from mmagent.backends import get_backend
+    from mmagent.langchain import ChatMMAgent
+
+    llm = get_backend("llm", "transformers", model=str(tiny_llama), device="cpu")
+    assert llm.chat([Message("system", "s\udcff"), Message("user", "caf\udce9")], max_tokens=2).finish_reason
+    assert "".join(llm.stream([Message("user", "caf\udce9")], max_tokens=2)) is not None
+    assert len(llm.batch([[Message("user", "caf\udce9")], [Message("user", "ok")]], max_tokens=2)) == 2
+    ChatMMAgent(backend=llm, max_tokens=2).invoke([SystemMessage("\udcff"), HumanMessage("caf\udce9")])
+
+
+def test_run_messages_replace_surrogates(tiny_llama, monkeypatch):
+    from langchain_core.messages import HumanMessage
+
+    from mmagent.runner import run_messages
+
+    monkeypatch.setenv("MMAGENT_LLM_MODEL", str(tiny_llama))
+    monkeypatch.setenv("MMAGENT_LLM_DEVICE", "cpu")
+    monkeypatch.setenv("MMAGENT_EMBED_BACKEND", "absent")
+    result = run_messages([HumanMessage("caf\udce9 \udcff")], pipeline="tools", system="be \udce9 brief")
+    assert isinstance(result.answer, str)
+
+
+SCHEMA = "from pydantic import BaseModel\n\nclass Name(BaseModel):\n    name: str\n"
+
+
+def test_invalid_utf8_in_argv_through_the_installed_command(tiny_llama, tmp_path):
+    """argv bytes that are not UTF-8 (b"caf\\xe9") as the prompt and system prompt of `mmagent run`,
+    and as the text of `mmagent extract`: answered (or a clean extraction failure), never the
+    tokenizer's TypeError."""
+    (tmp_path / "schema.py").write_text(SCHEMA)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMAGENT_")},
+           "MMAGENT_HOME": str(tmp_path / "home"), "MMAGENT_LLM_DEVICE": "cpu", "MMAGENT_EMBED_BACKEND": "absent"}
+    run = subprocess.run([MMAGENT, "run", "--pipeline", "tools", "-m", f"llm={tiny_llama}", "-s", b"s\xff",
+                          b"caf\xe9", "--json"], capture_output=True, env=env, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr.decode(errors="replace")
+    assert json.loads(run.stdout)["answer"] is not None
+    extract = subprocess.run([MMAGENT, "extract", "--schema", "schema.py:Name", "--llm", str(tiny_llama),
+                              "--max-tokens", "8", "--repairs", "0", b"caf\xe9"],
+                             capture_output=True, env=env, cwd=tmp_path, timeout=300)
+    err = extract.stderr.decode(errors="replace")
+    assert extract.returncode in (0, 1), err
+    assert "TextEncodeInput" not in err and "internal error" not in err and "Traceback" not in err, err
+
+
+# -- 5a: a cap on the prompt, and the model's context ------------------------------------------------
+
+
+@pytest.mark.parametrize("call", ["run", "stream", "run_messages", "run_graph"])
+def test_a_prompt_over_max_prompt_chars_is_refused_before_any_model(call, monkeypatch):
+    from langchain_core.messages import HumanMessage
+
+    from mmagent import runner
+
+    monkeypatch.setenv("MMAGENT_LLM_BACKEND", "no-such-backend")  # nothing may load
+    long = "x" * 32_001
+    with pytest.raises(PromptTooLongError, match=r"\d+ characters.*cap of 32000.*max_prompt_chars"):
+        if call == "run":
+            runner.run(long)
+        elif call == "stream":
+            next(iter(runner.stream(long)))
+        elif call == "run_messages":
+            runner.run_messages([HumanMessage("hello"), HumanMessage([{"type": "text", "text": long}])])
+        else:
+            next(iter(runner.run_graph(object(), long)))
+
+
+def test_the_system_prompt_counts_towards_the_cap(monkeypatch):
+    from mmagent import runner
+
+    monkeypatch.setenv("MMAGENT_LIMITS_MAX_PROMPT_CHARS", "100")
+    with pytest.raises(PromptTooLongError, match="cap of 100"):
+        runner.run("x" * 60, system="y" * 60)
+
+
+def test_the_cli_refuses_a_long_prompt_in_one_line_exit_2(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from mmagent.cli import build_cli
+
+    monkeypatch.setenv("MMAGENT_LIMITS_MAX_PROMPT_CHARS", "1000")
+    (tmp_path / "schema.py").write_text(SCHEMA)
+    monkeypatch.chdir(tmp_path)
+    for args, stdin in [(["run", "x" * 1001], None), (["run", "-"], b"y" * 10_000_000),
+                        (["run", "question"], "z" * 1000), (["extract", "--schema", "schema.py:Name", "x" * 1001], None)]:
+        result = CliRunner().invoke(build_cli(), args, input=stdin, catch_exceptions=False)
+        assert result.exit_code == 2, (args[0], result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "cap of 1000" in lines[0] and "max_prompt_chars" in lines[0], result.stderr
+
+
+def test_huge_stdin_is_refused_without_reading_it_all(tmp_path):
+    """10 MB piped into `mmagent run` with a cap of 1000 characters: refused after reading ~4 KB."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMAGENT_")},
+           "MMAGENT_HOME": str(tmp_path / "home"), "MMAGENT_LIMITS_MAX_PROMPT_CHARS": "1000"}
+    proc = subprocess.Popen([MMAGENT, "run", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        proc.stdin.write(b"y" * 10_000_000)  # the process exits early: the pipe breaks
+    except BrokenPipeError:
+        pass
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+    proc.wait(timeout=120)
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 2 and "cap of 1000" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_prompt_past_the_models_context_is_refused(tiny_llama):
+    """The tiny Llama has 512 positions: 600 tokens (well under the character cap) used to be
+    generated from anyway (garbage past the context)."""
+    from mmagent.backends import get_backend
+
+    llm = get_backend("llm", "transformers", model=str(tiny_llama), device="cpu")
+    long = " ".join(["word"] * 600)
+    with pytest.raises(PromptTooLongError, match=r"llm/transformers: the prompt is \d+ tokens.*context of 512"):
+        llm.chat([Message("user", long)], max_tokens=4)
+    with pytest.raises(PromptTooLongError, match="context of 512"):
+        list(llm.stream([Message("user", long)], max_tokens=4))
+    with pytest.raises(PromptTooLongError, match="context of 512"):
+        llm.batch([[Message("user", long)]], max_tokens=4)
+    fits = " ".join(["word"] * 400)
+    assert llm.chat([Message("user", fits)], max_tokens=4) is not None
+    with pytest.raises(PromptTooLongError, match="max_tokens=200"):  # the prompt fits, the answer would not
+        llm.chat([Message("user", fits)], max_tokens=200)
+
+
+def test_a_vlm_prompt_past_the_models_context_is_refused(tmp_path, home):
+    import torch
+
+    from mmagent.backends import get_backend
+    from mmagent.content import TextPart
+    from mmagent.plugin_manager import get_plugins
+    from mmagent.plugins import vlm as vlm_module
+    from mmagent.runtime import get_runtime
+    from tests.test_vlm_plugin import build_llava, scene, stored
+
+    if "vlm" not in get_plugins().infos:
+        get_plugins().add(vlm_module, "vlm", source="builtin")
+    get_runtime().refresh()
+    torch.manual_seed(0)
+    model, processor = build_llava()
+    model.save_pretrained(tmp_path / "llava")
+    processor.save_pretrained(tmp_path / "llava")
+    context = model.config.text_config.max_position_embeddings
+    vlm = get_backend("vlm", "transformers", model=str(tmp_path / "llava"), device="cpu", dtype="float32")
+    image = stored(scene())
+    assert vlm.chat([Message("user", [image, TextPart("caf\udce9?")])], max_tokens=2) is not None  # surrogates
+    long = " ".join(["red"] * context)
+    with pytest.raises(PromptTooLongError, match=f"vlm/transformers: the prompt is .*context of {context}"):
+        vlm.chat([Message("user", [image, TextPart(long)])], max_tokens=2)

@@ -30,13 +30,17 @@ def extract(prompt: str, schema_ref: str, images: tuple[str, ...], audio: tuple[
     Exit 1 when no valid object came out (every attempt is printed), 2 on bad input.
     """
     from ..backends import get_backend
+    from ..config import load_settings
     from ..content.sources import load_media
     from ..errors import InputError
     from ..extract import ExtractionError, load_schema
     from ..extract import extract as run_extract
+    from ..runner import check_prompt_chars, clean_text
     from ..tools import call_tool
 
     schema = load_schema(schema_ref)
+    prompt = clean_text(prompt)
+    check_prompt_chars(len(prompt), load_settings())
     if not images and not audio and not prompt.strip():
         raise InputError("nothing to extract from: give --image, --audio or the text as PROMPT")
     # Every input is checked (and stored) before any model loads.

@@ -54,7 +54,7 @@ def run(prompt: str, images: tuple[str, ...], audio: tuple[str, ...], attachment
     Every run is a turn of a conversation thread: `-c` continues the last one, `--thread ID` a
     named one; `mmagent logs` lists them."""
     settings = settings_for_run(model_choices, backend_choices, {"router.policy": policy} if policy else None)
-    prompt = prompt_with_stdin(prompt)
+    prompt = prompt_with_stdin(prompt, max_chars=settings.limits.max_prompt_chars)
     thread = _pick_thread(thread, continue_)
     result = _execute(prompt, images=images, audio=audio, pipeline=pipeline, output=output, planner=planner,
                       attachments=attachments, settings=settings, system=system or None,
@@ -226,20 +226,21 @@ def _check_chosen(role: str, settings) -> None:
     raise BackendError(reason if reason.startswith(what) else f"{what}: {reason}")
 
 
-def prompt_with_stdin(prompt: str) -> str:
+def prompt_with_stdin(prompt: str, max_chars: int | None = None) -> str:
     """The prompt with piped stdin, as llm combines them: stdin, a space, then PROMPT. `-` reads
     stdin only. Stdin is read when it is a pipe or a file (never a terminal or /dev/null);
-    undecodable bytes become U+FFFD."""
+    undecodable bytes become U+FFFD. With `max_chars`, stdin is read no further than that many
+    characters could take (a PromptTooLongError past it, before the rest is read)."""
     import sys
 
     stream = getattr(sys.stdin, "buffer", None)  # None: no stdin at all (closed, pythonw)
     if stream is None:
         return "" if prompt == "-" else prompt
     if prompt == "-":
-        return _read_text(stream)
+        return _read_text(stream, max_chars)
     if not _piped(stream):
         return prompt
-    piped = _read_text(stream)
+    piped = _read_text(stream, max_chars)
     if not piped:
         return prompt
     return f"{piped} {prompt}" if prompt else piped
@@ -258,8 +259,18 @@ def _piped(stream) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
 
 
-def _read_text(stream) -> str:
-    return stream.read().decode("utf-8-sig", errors="replace")
+def _read_text(stream, max_chars: int | None = None) -> str:
+    if max_chars is None:
+        return stream.read().decode("utf-8-sig", errors="replace")
+    from ..errors import PromptTooLongError
+
+    limit = max_chars * 4 + 3  # UTF-8: at most 4 bytes a character, and a byte-order mark
+    data = stream.read(limit + 1)
+    text = data[:limit].decode("utf-8-sig", errors="replace")
+    if len(data) > limit or len(text) > max_chars:
+        raise PromptTooLongError(f"the prompt on stdin is over the cap of {max_chars} characters "
+                                 f"([limits] max_prompt_chars, MMAGENT_LIMITS_MAX_PROMPT_CHARS)")
+    return text
 
 
 def missing_output(result) -> tuple[dict | None, str | None]:
