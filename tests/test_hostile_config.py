@@ -340,3 +340,55 @@ def test_a_vlm_prompt_past_the_models_context_is_refused(tmp_path, home):
     long = " ".join(["red"] * context)
     with pytest.raises(PromptTooLongError, match=f"vlm/transformers: the prompt is .*context of {context}"):
         vlm.chat([Message("user", [image, TextPart(long)])], max_tokens=2)
+
+
+# -- 14: training logs after --resume ---------------------------------------------------------------
+
+
+def _tiny_loop(out: Path, steps: int, kill_at: int | None = None, resume: bool = False, every: int = 5) -> None:
+    import torch
+
+    from mmagent.train.loop import run_loop
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def step(i: int) -> dict:
+        if i == kill_at:
+            raise KeyboardInterrupt
+        loss = model(torch.ones(1, 2)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
+
+    try:
+        run_loop(out, steps, step, modules={"m": model}, optimizer=opt, resume=resume, checkpoint_every=every,
+                 quiet=True)
+    except KeyboardInterrupt:
+        pass
+
+
+def _steps(out: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_resumed_run_logs_every_step_exactly_once(tmp_path):
+    _tiny_loop(tmp_path, 12, kill_at=8)  # checkpoint at 5, logged 1..8
+    assert _steps(tmp_path) == list(range(1, 9))
+    _tiny_loop(tmp_path, 12, kill_at=11, resume=True)  # checkpoint at 10, logged up to 11
+    _tiny_loop(tmp_path, 12, resume=True)
+    assert _steps(tmp_path) == list(range(1, 13))
+
+
+def test_a_torn_last_line_and_a_resume_without_checkpoint_leave_no_duplicates(tmp_path):
+    _tiny_loop(tmp_path, 12, kill_at=8)
+    with (tmp_path / "log.jsonl").open("a") as log:
+        log.write('{"step": 9, "lo')  # the kill cut this record
+    _tiny_loop(tmp_path, 12, resume=True)
+    assert _steps(tmp_path) == list(range(1, 13))
+    fresh = tmp_path / "fresh"
+    _tiny_loop(fresh, 12, kill_at=3)  # killed before the first checkpoint
+    _tiny_loop(fresh, 12, resume=True)  # nothing to resume from: starts over
+    assert _steps(fresh) == list(range(1, 13))

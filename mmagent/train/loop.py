@@ -66,6 +66,8 @@ def run_loop(
             scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start = state["step"]
+        # The killed run logged steps past its last checkpoint; they are run again now.
+        truncate_log(log_path, start)
     elif log_path.exists():
         log_path.unlink()
 
@@ -89,6 +91,24 @@ def run_loop(
             if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
                 checkpoint(step + 1)
     return steps - start
+
+
+def truncate_log(log_path: Path, step: int) -> None:
+    """Keep the records of steps 1..`step` (a checkpoint's) in a JSONL log, so that a resumed run
+    logs every step exactly once. A line cut by a kill, or a record past `step`, is dropped."""
+    if not log_path.is_file():
+        return
+    kept = []
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line + "\n")
+    tmp = log_path.with_name(log_path.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, log_path)
 
 
 def logged_seconds(log_path: Path) -> float:
