@@ -366,6 +366,9 @@ def _shrink(part: ImagePart, max_pixels: int) -> tuple[bytes, str, tuple[int, in
         return None
     new_size = scaled_size(width, height, max_pixels)
     fmt = image.format if image.format in ("PNG", "JPEG") else "PNG"
+    from mmagent.content.guard import to_8bit
+
+    image = to_8bit(image)  # a 16-bit grey page scaled, not clipped to white
     save: dict[str, Any] = {k: image.info[k] for k in ("exif", "icc_profile") if image.info.get(k)}
     if fmt == "JPEG":
         save.update(quality=90)

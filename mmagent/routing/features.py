@@ -20,11 +20,13 @@ def image_features(data: bytes) -> np.ndarray:
     """`IMAGE_FEATURES` of an encoded image (float32). Raises ValueError when it cannot be decoded."""
     from PIL import Image
 
+    from ..content.guard import to_8bit
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             image.draft("RGB", (THUMBNAIL * 2, THUMBNAIL * 2))  # JPEG: decode at a reduced scale
-            small = image.convert("RGB").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR)
+            small = to_8bit(image).convert("RGB").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is "not an image" here
         raise ValueError(f"cannot read the image: {exc}") from exc
     rgb = np.asarray(small, dtype=np.float32) / 255.0
