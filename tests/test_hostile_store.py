@@ -384,3 +384,24 @@ def test_a_full_or_read_only_disk_is_a_typed_error_naming_the_directory(where, c
     assert os.strerror(code).lower() in message.lower(), message
     monkeypatch.undo()
     assert [p for p in all_files(home) if p.name.startswith(".tmp-")] == [], "a temp file was left"
+
+
+def test_a_backend_opening_the_stored_file_never_gets_a_damaged_copy(home, tmp_path):
+    """Backends read media through `part.path()` (ffmpeg, ONNX, Whisper): the stored copy is
+    verified there too, so a same-size byte flip in the store is an error, not a wrong answer."""
+    import pytest as _pytest
+
+    from mmagent.content import load_media
+
+    source = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(source)
+    part = load_media(source)
+    stored = part.path()
+    data = bytearray(stored.read_bytes())
+    data[-5] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    with _pytest.raises(Exception, match="damaged|load the original again"):
+        part.path()
+    assert load_media(source).path().read_bytes() == source.read_bytes()  # the original repairs it

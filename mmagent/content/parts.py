@@ -44,8 +44,9 @@ class _MediaPart:
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def path(self, store: MediaStore | None = None) -> Path:
-        """A file holding the bytes (inside the media store)."""
-        return _store(store).path(self.ref)
+        """A file holding the bytes (inside the media store), verified like `read_bytes` (a damaged
+        stored copy is an error, never handed to a backend)."""
+        return _store(store).verified_path(self.ref)
 
     def read_bytes(self, store: MediaStore | None = None) -> bytes:
         return _store(store).read(self.ref)
