@@ -122,6 +122,7 @@ def test_an_empty_allowed_root_is_refused(tmp_path, toml):
 # -- 4: lone surrogates (undecodable argv/stdin bytes) never reach a tokenizer ------------------------
 
 import json  # noqa: E402
+import time  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -392,3 +393,170 @@ def test_a_torn_last_line_and_a_resume_without_checkpoint_leave_no_duplicates(tm
     _tiny_loop(fresh, 12, kill_at=3)  # killed before the first checkpoint
     _tiny_loop(fresh, 12, resume=True)  # nothing to resume from: starts over
     assert _steps(fresh) == list(range(1, 13))
+
+
+# -- 12: the model cache ------------------------------------------------------------------------------
+
+ZOO_BUILDS: list[str] = []
+
+
+def _build_weights(folder: Path, report) -> None:
+    ZOO_BUILDS.append(folder.name)
+    (folder / "weights.bin").write_bytes(bytes(range(256)) * 64)
+
+
+def _zoo(root: Path, available=lambda: True):
+    from mmagent.zoo import ModelSpec, Zoo
+
+    zoo = Zoo(root)
+    zoo.add(ModelSpec("tiny", "llm", "a test model", "PyPI tiny-weights", _build_weights, available=available,
+                      install_hint="pip install tiny-weights"))
+    return zoo
+
+
+@pytest.fixture
+def fresh_process(monkeypatch):
+    """`ensure` as the first load of a new process (nothing verified yet in this one)."""
+    from mmagent import zoo
+
+    monkeypatch.setattr(zoo, "_VERIFIED", set(), raising=False)
+    return zoo
+
+
+def test_a_same_size_byte_flip_is_noticed_on_first_load_and_rebuilt(tmp_path, fresh_process):
+    ZOO_BUILDS.clear()
+    zoo = _zoo(tmp_path / "models")
+    weights = zoo.ensure("tiny") / "weights.bin"
+    data = bytearray(weights.read_bytes())
+    data[100] ^= 0x01
+    weights.write_bytes(bytes(data))  # same size: the size check alone misses it
+    fresh_process._VERIFIED.clear()  # a new process
+    assert zoo.ensure("tiny") == weights.parent
+    assert len(ZOO_BUILDS) == 2 and weights.read_bytes() == bytes(range(256)) * 64
+
+
+def test_a_flip_that_cannot_be_rebuilt_is_one_line(tmp_path, fresh_process):
+    from mmagent.zoo import ModelUnavailableError
+
+    available = [True]
+    zoo = _zoo(tmp_path / "models", available=lambda: available[0])
+    weights = zoo.ensure("tiny") / "weights.bin"
+    data = bytearray(weights.read_bytes())
+    data[5] ^= 0x80
+    weights.write_bytes(bytes(data))
+    available[0] = False
+    fresh_process._VERIFIED.clear()
+    with pytest.raises(ModelUnavailableError, match="damaged.*pip install tiny-weights") as info:
+        zoo.ensure("tiny")
+    assert "\n" not in str(info.value)
+
+
+def test_first_load_trusts_an_unchanged_stamp_without_rehashing(tmp_path, fresh_process, monkeypatch):
+    zoo = _zoo(tmp_path / "models")
+    zoo.ensure("tiny")
+    fresh_process._VERIFIED.clear()
+    hashed = []
+    real = fresh_process._sha256
+    monkeypatch.setattr(fresh_process, "_sha256", lambda p: hashed.append(p) or real(p))
+    zoo.ensure("tiny")
+    assert hashed == []  # the stamp matched: no file was read
+    os.utime(zoo.path("tiny") / "weights.bin")  # touched (ctime changes): re-hashed once, still fine
+    fresh_process._VERIFIED.clear()
+    zoo.ensure("tiny")
+    assert len(hashed) == 1
+
+
+def test_stale_partial_build_folders_are_removed(tmp_path):
+    from mmagent.zoo import _lock_folder
+
+    zoo = _zoo(tmp_path / "models")
+    root = zoo.root
+    root.mkdir(parents=True)
+    killed = root / ".tiny.partial-killed"  # a SIGKILLed build: nobody holds its lock
+    killed.mkdir()
+    (killed / "half.bin").write_bytes(b"x" * 1000)
+    live = root / ".tiny.partial-live"  # a build running in another process: locked
+    live.mkdir()
+    lock = _lock_folder(live)
+    just_started = root / ".tiny.partial-new"  # not locked yet, seconds old
+    just_started.mkdir()
+    old = time.time() - 120
+    for folder in (killed, live):
+        os.utime(folder, (old, old))
+    try:
+        zoo.ensure("tiny")
+        assert not killed.exists() and live.exists() and just_started.exists()
+        ancient = time.time() - 2 * 3600
+        os.utime(live, (ancient, ancient))  # locked but two hours old: stale
+        assert live in zoo.clean_partials()
+    finally:
+        os.close(lock)
+
+
+def test_a_killed_prepare_leaves_a_partial_folder_the_next_run_removes(tmp_path):
+    """A real SIGKILL during `prepare`: the next process removes the folder it left."""
+    import signal
+
+    code = f"""
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from mmagent.zoo import ModelSpec, Zoo
+def slow(folder, report):
+    (folder / "half.bin").write_bytes(b"x" * 4096)
+    print("building", flush=True)
+    time.sleep(60)
+zoo = Zoo(Path({str(tmp_path / "models")!r}))
+zoo.add(ModelSpec("tiny", "llm", "", "test", slow))
+zoo.prepare("tiny")
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"building"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    partials = list((tmp_path / "models").glob(".tiny.partial-*"))
+    assert len(partials) == 1
+    old = time.time() - 120
+    os.utime(partials[0], (old, old))
+    _zoo(tmp_path / "models").ensure("tiny")
+    assert list((tmp_path / "models").glob(".tiny.partial-*")) == []
+
+
+def _linking_build(source: Path):
+    def build(folder: Path, report) -> None:
+        (folder / "weights.bin").symlink_to((source / "weights.bin").resolve())
+    return build
+
+
+def test_links_into_a_removed_environment_are_re_resolved(tmp_path, fresh_process):
+    """A zoo entry linking into venv A; A is removed and the package is installed in venv B."""
+    import shutil
+
+    from mmagent.zoo import ModelSpec, ModelUnavailableError, Zoo
+
+    venv = {"path": tmp_path / "venv-a"}
+    for name in ("venv-a", "venv-b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "weights.bin").write_bytes(b"w" * 512)
+
+    def build(folder, report):
+        _linking_build(venv["path"])(folder, report)
+
+    installed = [True]
+    zoo = Zoo(tmp_path / "models")
+    zoo.add(ModelSpec("linked", "ocr", "", "PyPI linked-weights", build, available=lambda: installed[0],
+                      install_hint="pip install linked-weights"))
+    folder = zoo.ensure("linked")
+    assert os.readlink(folder / "weights.bin").startswith(str(tmp_path / "venv-a"))
+    shutil.rmtree(tmp_path / "venv-a")
+    venv["path"] = tmp_path / "venv-b"
+    fresh_process._VERIFIED.clear()
+    assert zoo.ensure("linked") == folder
+    assert (folder / "weights.bin").read_bytes() == b"w" * 512
+    assert os.readlink(folder / "weights.bin").startswith(str(tmp_path / "venv-b"))
+    # B removed too, and the package installed nowhere: one line naming the gone target
+    shutil.rmtree(tmp_path / "venv-b")
+    installed[0] = False
+    fresh_process._VERIFIED.clear()
+    with pytest.raises(ModelUnavailableError, match=r"link to .*venv-b.*gone.*pip install linked-weights"):
+        zoo.ensure("linked")
