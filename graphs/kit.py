@@ -326,6 +326,9 @@ class Nodes:
         typed = _typed(state)  # else the transcript is the question itself, not an observation
         observations = "\n".join(f"[{a['label']}]\n{a['text']}" for a in state.get("artifacts", [])
                                  if a.get("text") and (typed or a.get("kind") != "transcript"))
+        failed = failed_tools(state)
+        if failed:  # the model is told what could not be observed, rather than left to guess
+            observations = "\n".join([observations, *(f"[{f}]" for f in failed)]).strip()
         user = f"Observations:\n{observations}\n\nQuestion: {question}" if observations else question
         messages = [SystemMessage(state.get("system") or self.ANSWER_SYSTEM), *history(state),
                     HumanMessage(user)]
@@ -588,6 +591,16 @@ def resolve_alias(value: Any, files: Sequence[Part]) -> Any:
         names = ", ".join(label_of(files, p) for p in files) or "none"
         raise ToolError(f"there is no {text} in this conversation (files: {names})")
     return value
+
+
+def failed_tools(state: MMState) -> list[str]:
+    """This turn's failed tool calls, one line each: "read_text of image 1 failed: <why>"."""
+    out = []
+    for step in state.get("steps") or []:
+        if step.get("error") and step.get("name") and step.get("tool") not in ("embed", "router"):
+            where = f" of {step['file']}" if step.get("file") else ""
+            out.append(f"{step['name']}{where} failed: {' '.join(str(step['error']).split())}")
+    return out
 
 
 def needs_render(state: MMState) -> str:

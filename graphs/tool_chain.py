@@ -18,7 +18,7 @@ from mmagent.errors import InputError
 from mmagent.toolbox import Toolbox
 from mmagent.tools import get_tools
 
-from .kit import MMState, Nodes, files_in_scope, needs_render
+from .kit import MMState, Nodes, failed_tools, files_in_scope, needs_render
 
 PLANNERS = ("auto", "rules", "llm")
 #: Rounds of tool calls the LLM planner may make in one turn before it must answer.
@@ -122,6 +122,12 @@ class _ToolChainNodes(Nodes):
                 and a["text"] != "(no text found)" and a.get("kind") in ("caption", "ocr", "detections")]
         if said and seen:  # "what is said and what is shown": the transcript, then what the tools saw
             return {**self.compose(said, "; ".join(seen)), "plan": {**plan, "answer": "said + shown"}}
+        failed = failed_tools(state)
+        observed = [a for a in state.get("artifacts", []) if a.get("text") and a.get("kind") != "transcript"]
+        if failed and plan["tools"] and not observed:
+            # every tool on the files failed: say so instead of letting the LLM answer blind
+            return {**self._say("I could not look at the files: " + "; ".join(failed) + "."),
+                    "plan": {**plan, "answer": "tools failed"}}
         return self.llm_answer(state)
 
     def agent_turn(self, state: MMState) -> dict:

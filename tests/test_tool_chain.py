@@ -256,3 +256,23 @@ def test_a_question_for_the_written_text_is_answered_with_what_ocr_read(receipt)
     nothing = run("What word is written in the image?", images=[receipt], pipeline="tools", planner="rules",
                   toolbox=scripted_toolbox(ocr=ScriptedOCR([]), llm=llm))
     assert nothing.answer == "The word parking is written."  # OCR found no text: the LLM answers
+
+
+def test_when_every_tool_fails_the_answer_says_so_instead_of_guessing(receipt):
+    """A failed tool must not leave the LLM answering blind (issue 11: a 1x100000 image made OCR
+    fail and the LLM invented a total)."""
+    class BrokenOCR(ScriptedOCR):
+        def read(self, image):
+            raise BackendError("ocr/scripted cannot read a 1x100000 image: it is too thin")
+
+    llm = ScriptedLLM("The total is 42.")
+    box = scripted_toolbox(ocr=BrokenOCR(), llm=llm)
+    result = run("What is the total?", images=[receipt], toolbox=box, pipeline="tools", planner="rules")
+    assert llm.calls == [] and result.plan["answer"] == "tools failed"
+    assert result.answer.startswith("I could not look at the files: read_text of image 1 failed:")
+    assert "too thin" in result.answer
+    # with one tool still working, the LLM answers, told what failed
+    box = scripted_toolbox(ocr=BrokenOCR(), caption=ScriptedCaptioner("a receipt"), llm=llm)
+    run("What is in the picture?", images=[receipt], toolbox=box, pipeline="tools", planner="rules")
+    prompt = llm.calls[-1]["messages"][-1].text
+    assert "a receipt" in prompt and "read_text of image 1 failed" in prompt
