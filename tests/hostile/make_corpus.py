@@ -70,6 +70,14 @@ def wav(samples: list[int] | bytes, rate: int = 16000, channels: int = 1) -> byt
     return buf.getvalue()
 
 
+def float_wav(samples: list[float], rate: int = 16000) -> bytes:
+    """A 32-bit float WAV (WAVE_FORMAT_IEEE_FLOAT): the `wave` module writes integers only."""
+    data = struct.pack(f"<{len(samples)}f", *samples)
+    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
 def sine(seconds: float, rate: int = 16000, freq: float = 440.0) -> list[int]:
     return [int(12000 * math.sin(2 * math.pi * freq * i / rate)) for i in range(int(seconds * rate))]
 
@@ -170,6 +178,9 @@ def build(out: Path, *, with_ffmpeg: bool = True) -> list[str]:
     files["id3_garbage.mp3"] = b"ID3\x03\x00\x00\x00\x00\x00\x00" + bytes(rng.getrandbits(8) for _ in range(2048))
     files["oggs_garbage.ogg"] = b"OggS\x00\x02" + bytes(rng.getrandbits(8) for _ in range(2048))
     files["fLaC_garbage.flac"] = b"fLaC" + bytes(rng.getrandbits(8) for _ in range(1024))
+    # Half a second of float samples, every tenth one NaN or infinite (ASR answered "!!!!" after 73 s).
+    files["nan_samples.wav"] = float_wav([float("nan") if i % 20 == 0 else float("inf") if i % 10 == 0
+                                          else 0.1 * math.sin(i / 8) for i in range(8000)])
 
     # Video containers: an mp4 that is only an ftyp box.
     files["ftyp_only.mp4"] = struct.pack(">I", 24) + b"ftypisom" + struct.pack(">I", 0x200) + b"isomiso2"
