@@ -341,7 +341,10 @@ def parse_data_url(url: str, max_bytes: int) -> tuple[bytes, str | None]:
         raise InvalidDataURLError("data URL holds characters that are not valid Unicode") from None
     over = f"data URL holds over the {max_bytes:,} byte limit (limits.max_bytes)"
     if "base64" in params:
-        compact = _percent_decode(raw).translate(None, _B64_SPACE)
+        try:
+            compact = _percent_decode(raw).translate(None, _B64_SPACE)
+        except InvalidDataURLError as exc:
+            raise InvalidDataURLError(f"data URL has invalid base64 ({exc})") from None
         if (len(compact) * 3) // 4 - 2 > max_bytes:
             raise MediaTooLargeError(over)
         try:
