@@ -3,7 +3,7 @@
 Every effective value remembers where it came from, so `mmagent config` can say so.
 
     home = "~/.cache/mmagent"          # MMAGENT_HOME: media store, converted models
-    [limits]  max_bytes, max_pixels, max_audio_seconds, max_video_seconds
+    [limits]  max_bytes, max_pixels, max_audio_seconds, max_video_seconds, max_prompt_chars
     [fetch]   enabled, allow_private, allowed_hosts, connect_timeout, read_timeout, total_timeout,
               max_redirects
     [paths]   allowed_roots
