@@ -65,14 +65,16 @@ def main() -> None:
     from mmagent.errors import MMAgentError
     from mmagent.graphs.kit import human_message
     from mmagent.runner import RunResult
-    from mmagent.tools import call_tool
 
     try:
         if args.audio:
             audio = args.audio
         else:
-            speech = call_tool("speak", {"text": MEETING})
-            audio = speech.parts[0]
+            from mmagent.backends import get_backend
+
+            # Piper's noise off: the same meeting every run (with it, Whisper sometimes hears
+            # "Rhea" for "Maria")
+            audio = get_backend("tts", "piper", noise_scale=0.0, noise_w_scale=0.0).synthesize(MEETING)
             print(f"(synthesized a {audio.duration:.1f} s meeting with Piper)", file=sys.stderr)
         request = {"messages": [human_message("", [audio])]}
         final: dict = {}
