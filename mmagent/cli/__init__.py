@@ -53,7 +53,7 @@ def cli() -> None:
 #: Sibling modules whose `COMMANDS` are the built-in commands, in `--help` order.
 BUILTIN_COMMAND_MODULES: tuple[str, ...] = (
     "run_cmd", "logs_cmd", "catalog_cmd", "plugins_cmd", "models_cmd", "config_cmd", "inspect_cmd", "scenes_cmd",
-    "train_cmd", "extract_cmd", "eval_cmd", "route_cmd",
+    "train_cmd", "extract_cmd", "eval_cmd", "route_cmd", "serve_cmd",
 )
 
 

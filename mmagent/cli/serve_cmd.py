@@ -1,0 +1,60 @@
+"""`mmagent serve`: the OpenAI-compatible server (FastAPI + uvicorn, imported only when it runs)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import click
+
+API_KEY_ENV = "MMAGENT_API_KEY"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free one).")
+@click.option("--api-key", metavar="KEY", help=f"Require `Authorization: Bearer KEY` (default: ${API_KEY_ENV}, "
+              "else no key).")
+@click.option("--max-concurrency", type=click.IntRange(1), default=4, show_default=True, metavar="N",
+              help="Requests run at once; more are answered 429 with Retry-After.")
+@click.option("--max-body-bytes", type=click.IntRange(1), default=64 * 1024 * 1024, show_default=True, metavar="N",
+              help="Largest request body; a bigger one is answered 413.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True, help="uvicorn's log level.")
+def serve(host, port, api_key, max_concurrency, max_body_bytes, log_level) -> None:
+    """Serve every pipeline over the OpenAI API (chat completions, transcriptions, models).
+
+    \b
+      mmagent serve                                  # http://127.0.0.1:8000/v1
+      MMAGENT_API_KEY=secret mmagent serve --host 0.0.0.0
+      curl http://127.0.0.1:8000/v1/models
+
+    The model name is the pipeline (auto, tools, adapter, ...). Local paths and file:// are
+    refused; images and audio come as data URLs (http(s) URLs only with [fetch] enabled).
+    See docs/serving.md.
+    """
+    from ..errors import ConfigError
+
+    try:
+        import uvicorn
+
+        from ..server import create_app
+    except ImportError as exc:
+        raise ConfigError(f"mmagent serve needs the serve extra: pip install 'mmagent[serve]' ({exc})") from None
+    api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    if not _is_loopback(host) and not api_key:
+        click.echo(f"warning: listening on {host} without an API key (--api-key or ${API_KEY_ENV})", err=True)
+    app = create_app(api_key=api_key, max_concurrency=max_concurrency, max_body_bytes=max_body_bytes)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+
+
+COMMANDS = [serve]
