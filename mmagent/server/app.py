@@ -60,7 +60,8 @@ def error_response(status: int, message: str, code: str | None, type_: str = "in
 
 def _snake(name: str) -> str:
     name = name.removesuffix("Error") or name
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)  # URLError -> URL_Error
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()  # DataURL -> Data_URL
 
 
 def input_error_code(exc: InputError) -> str:
