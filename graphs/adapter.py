@@ -50,7 +50,7 @@ class _AdapterNodes(Nodes):
         intent, steps = self.intent(state.get("question", ""))
         transcripts = self.said_and_shown(state, intent)
         if transcripts:  # "what is said and what is shown": the transcript, then what the VLM sees
-            seen = self.vlm_answer(state, question=self.DESCRIBE)
+            seen = self.vlm_answer(state, question=self.DESCRIBE, transcripts=False)  # what it sees, only
             out = self.compose(transcripts, seen["answer"], seen["steps"])
         else:
             out = self.vlm_answer(state)

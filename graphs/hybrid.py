@@ -55,7 +55,7 @@ class _HybridNodes(Nodes):
         context = "\n".join(f"Text in {a['label'].removeprefix('text read from ')}: {a['text']}" for a in read)
         transcripts = self.said_and_shown(state, intent)
         if transcripts:  # "what is said and what is shown": the transcript, then what the VLM sees
-            seen = self.vlm_answer(state, context=context, question=self.DESCRIBE)
+            seen = self.vlm_answer(state, context=context, question=self.DESCRIBE, transcripts=False)
             out = self.compose(transcripts, seen["answer"] + "".join(f" {line}." for line in context.splitlines()),
                                seen["steps"])
         else:

@@ -334,16 +334,18 @@ class Nodes:
                     HumanMessage(user)]
         return self._answer("llm", messages)
 
-    def vlm_answer(self, state: MMState, context: str = "", question: str | None = None) -> dict:
-        """The vision-language model answers over the images in scope (and any transcripts);
-        `context` (what tools observed) goes before the question (`question`: another one)."""
+    def vlm_answer(self, state: MMState, context: str = "", question: str | None = None,
+                   transcripts: bool = True) -> dict:
+        """The vision-language model answers over the images in scope (and any transcripts, unless
+        `transcripts` is False); `context` (what tools observed) goes before the question
+        (`question`: another one)."""
         question = state.get("question", "") if question is None else question
         if context:
             question = f"{context}\n\n{question}"
         images = files_in_scope(state, "image")
-        transcripts = [a for a in state.get("artifacts", []) if a.get("kind") == "transcript"]
-        if transcripts and _typed(state):  # a typed question about a recording
-            question = "\n".join(f"[{a['label']}] {a['text']}" for a in transcripts) + f"\n\n{question}"
+        heard = [a for a in state.get("artifacts", []) if a.get("kind") == "transcript"] if transcripts else []
+        if heard and _typed(state):  # a typed question about a recording
+            question = "\n".join(f"[{a['label']}] {a['text']}" for a in heard) + f"\n\n{question}"
         content = [part_to_block(p) for p in images] + [{"type": "text", "text": question}]
         messages = [SystemMessage(state.get("system") or self.VLM_SYSTEM), *history(state), HumanMessage(content)]
         return self._answer("vlm", messages)
