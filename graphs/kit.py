@@ -261,8 +261,7 @@ class Nodes:
         """Whether the backend of `role` reads `kind` natively (False when there is no such backend)."""
         if role is None or not self.tools.has(role):
             return False
-        backend = self.tools.get(role)
-        return backend.takes(kind) if hasattr(backend, "takes") else kind in getattr(backend, "accepts", ())
+        return self.tools.get(role).takes(kind)  # every backend is a Backend (the toolbox checks it)
 
     # -- observing the media -------------------------------------------------------------------
 

@@ -118,8 +118,8 @@ class _ToolChainNodes(Nodes):
             return self._say(f"An image of: {state['question']}")
         said = self.said_and_shown(state, self.intent(state.get("question", ""))[0]) if transcripts else []
         seen = [f"{a['label']}: {a['text'].strip()}" for a in state.get("artifacts", [])
-                if a.get("kind") != "transcript" and a.get("text") and a.get("file", "").startswith("mmagent-media:")
-                and a["text"] != "(no text found)" and a.get("kind") in ("caption", "ocr", "detections")]
+                if a.get("kind") in ("caption", "ocr", "detections") and a.get("text")
+                and a["text"] != "(no text found)"]
         if said and seen:  # "what is said and what is shown": the transcript, then what the tools saw
             return {**self.compose(said, "; ".join(seen)), "plan": {**plan, "answer": "said + shown"}}
         failed = failed_tools(state)

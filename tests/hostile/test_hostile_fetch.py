@@ -15,7 +15,6 @@ import threading
 import time
 import tracemalloc
 import zlib
-from pathlib import Path
 from urllib.parse import quote_from_bytes
 
 import pytest
@@ -25,6 +24,7 @@ from mmagent.config import load_settings
 from mmagent.content import load_media
 from mmagent.content.sources import parse_data_url
 from mmagent.errors import FetchError, InvalidDataURLError, MediaTooLargeError, UnsupportedMediaError
+from tests.test_fetch import fetch_settings, rejected  # the round-one fetch tests' helpers
 
 
 def _png() -> bytes:
@@ -199,28 +199,6 @@ def loopback_only(monkeypatch):
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
-def settings_for(tmp_path: Path, **overrides):
-    values = {"fetch.enabled": True, "fetch.allow_private": True, "fetch.connect_timeout": 2.0,
-              "fetch.read_timeout": 2.0, "fetch.total_timeout": 10.0}
-    values.update({(k if "." in k else f"fetch.{k}"): v for k, v in overrides.items()})
-    return load_settings(cwd=tmp_path, overrides=values)
-
-
-def files_under(home: Path) -> list[Path]:
-    return sorted(p for p in home.rglob("*") if p.is_file())
-
-
-def rejected(exc_type, source, settings, home):
-    before = files_under(home)
-    with pytest.raises(exc_type) as info:
-        load_media(source, settings=settings)
-    assert type(info.value) is exc_type
-    message = str(info.value)
-    assert message and "\n" not in message and len(message) < 300
-    assert files_under(home) == before, "a rejected input wrote to the media store"
-    return info.value
-
-
 def timed_rejection(exc_type, source, settings, home):
     start = time.monotonic()
     err = rejected(exc_type, source, settings, home)
@@ -232,7 +210,7 @@ def timed_rejection(exc_type, source, settings, home):
 
 @pytest.mark.timeout(60)
 def test_headers_dribbled_byte_by_byte_are_cut_at_the_total_deadline(server, tmp_path, home):
-    settings = settings_for(tmp_path, read_timeout=2.0, total_timeout=1.0)  # every byte within read_timeout
+    settings = fetch_settings(tmp_path, read_timeout=2.0, total_timeout=1.0)  # every byte within read_timeout
     err, elapsed = timed_rejection(FetchError, server.url("/dribble"), settings, home)
     assert 1.0 - 0.05 <= elapsed <= 1.0 + SLACK, elapsed
     assert "total_timeout" in str(err)
@@ -240,7 +218,7 @@ def test_headers_dribbled_byte_by_byte_are_cut_at_the_total_deadline(server, tmp
 
 @pytest.mark.timeout(60)
 def test_a_server_that_never_answers_is_cut_at_the_total_deadline(server, tmp_path, home):
-    settings = settings_for(tmp_path, read_timeout=10.0, total_timeout=1.0)
+    settings = fetch_settings(tmp_path, read_timeout=10.0, total_timeout=1.0)
     err, elapsed = timed_rejection(FetchError, server.url("/silent"), settings, home)
     assert 1.0 - 0.05 <= elapsed <= 1.0 + SLACK, elapsed
     assert "total_timeout" in str(err)
@@ -249,12 +227,12 @@ def test_a_server_that_never_answers_is_cut_at_the_total_deadline(server, tmp_pa
 @pytest.mark.timeout(60)
 def test_redirect_hops_share_one_deadline(server, tmp_path, home):
     # 6 hops of 0.4 s each: every hop is well within read_timeout, the chain far over total_timeout.
-    settings = settings_for(tmp_path, read_timeout=2.0, total_timeout=1.0, max_redirects=10)
+    settings = fetch_settings(tmp_path, read_timeout=2.0, total_timeout=1.0, max_redirects=10)
     err, elapsed = timed_rejection(FetchError, server.url("/hop/6"), settings, home)
     assert 1.0 - 0.05 <= elapsed <= 1.0 + SLACK, elapsed
     assert "total_timeout" in str(err)
     # the same chain with time to spare still arrives
-    part = load_media(server.url("/hop/2"), settings=settings_for(tmp_path, total_timeout=10.0))
+    part = load_media(server.url("/hop/2"), settings=fetch_settings(tmp_path, total_timeout=10.0))
     assert part.mime_type == "image/png"
 
 
@@ -270,7 +248,7 @@ def test_a_slow_name_lookup_counts_against_the_deadline(server, tmp_path, home, 
         return real_getaddrinfo(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
-    settings = settings_for(tmp_path, connect_timeout=5.0, total_timeout=1.0)
+    settings = fetch_settings(tmp_path, connect_timeout=5.0, total_timeout=1.0)
     try:
         err, elapsed = timed_rejection(FetchError, f"http://slow-dns.test:{server.port}/img.png", settings, home)
     finally:
@@ -301,7 +279,7 @@ def test_a_connect_that_hangs_is_cut_at_the_total_deadline(tmp_path, home):
             pass
         finally:
             probe.close()
-        settings = settings_for(tmp_path, connect_timeout=10.0, total_timeout=1.0)
+        settings = fetch_settings(tmp_path, connect_timeout=10.0, total_timeout=1.0)
         err, elapsed = timed_rejection(FetchError, f"http://127.0.0.1:{port}/img.png", settings, home)
         assert 1.0 - 0.05 <= elapsed <= 1.0 + SLACK, elapsed
         assert "total_timeout" in str(err)
@@ -317,7 +295,7 @@ def test_a_connect_that_hangs_is_cut_at_the_total_deadline(tmp_path, home):
 def test_identity_encoding_is_requested(server, tmp_path):
     from mmagent.content.fetch import fetch_url
 
-    settings = settings_for(tmp_path)
+    settings = fetch_settings(tmp_path)
     body, _ = fetch_url(server.url("/accept-encoding"), settings.fetch, settings.limits)
     assert body == b"identity"
 
@@ -325,7 +303,7 @@ def test_identity_encoding_is_requested(server, tmp_path):
 @pytest.mark.timeout(120)
 def test_gzip_of_gzip_bomb_is_capped_on_decompressed_bytes_in_bounded_memory(server, tmp_path, home):
     assert len(server.bomb) < 64 * 1024  # a few KB on the wire ...
-    settings = settings_for(tmp_path, **{"limits.max_bytes": BOMB_CAP})
+    settings = fetch_settings(tmp_path, **{"limits.max_bytes": BOMB_CAP})
     load_media(server.url("/img.png"), settings=settings)  # warm up: imports and first-use allocations
     tracemalloc.start()
     try:
@@ -340,14 +318,14 @@ def test_gzip_of_gzip_bomb_is_capped_on_decompressed_bytes_in_bounded_memory(ser
 
 @pytest.mark.parametrize("path", ["/gzip-png", "/gzip-gzip-png", "/deflate-png"])
 def test_encoded_responses_under_the_cap_decode(server, tmp_path, home, path):
-    part = load_media(server.url(path), settings=settings_for(tmp_path), expect="image")
+    part = load_media(server.url(path), settings=fetch_settings(tmp_path), expect="image")
     assert part.mime_type == "image/png" and (part.width, part.height) == (20, 10)
 
 
 def test_unsupported_or_broken_encodings_are_fetch_errors(server, tmp_path, home):
-    err = rejected(FetchError, server.url("/brotli"), settings_for(tmp_path), home)
+    err = rejected(FetchError, server.url("/brotli"), fetch_settings(tmp_path), home)
     assert "br" in str(err) and "Content-Encoding" in str(err)
-    err = rejected(FetchError, server.url("/gzip-corrupt"), settings_for(tmp_path), home)
+    err = rejected(FetchError, server.url("/gzip-corrupt"), fetch_settings(tmp_path), home)
     assert "gzip" in str(err)
 
 
