@@ -28,9 +28,17 @@ def _is_loopback(host: str) -> bool:
               help="Requests run at once; more are answered 429 with Retry-After.")
 @click.option("--max-body-bytes", type=click.IntRange(1), default=64 * 1024 * 1024, show_default=True, metavar="N",
               help="Largest request body; a bigger one is answered 413.")
+@click.option("--max-batch-size", type=click.IntRange(1), default=8, show_default=True, metavar="N",
+              help="Concurrent calls to one LLM/VLM/ASR/embedder backend answered by one batched call "
+              "(1: no batching).")
+@click.option("--batch-wait-ms", type=click.FloatRange(0), default=20.0, show_default=True, metavar="MS",
+              help="How long a call waits for others to join its batch.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0, min_open=True), default=300.0, show_default=True,
+              metavar="SECONDS", help="Per-request limit; past it the request is answered 504.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level.")
-def serve(host, port, api_key, max_concurrency, max_body_bytes, log_level) -> None:
+def serve(host, port, api_key, max_concurrency, max_body_bytes, max_batch_size, batch_wait_ms, timeout_s,
+          log_level) -> None:
     """Serve every pipeline over the OpenAI API (chat completions, transcriptions, models).
 
     \b
@@ -53,7 +61,8 @@ def serve(host, port, api_key, max_concurrency, max_body_bytes, log_level) -> No
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
     if not _is_loopback(host) and not api_key:
         click.echo(f"warning: listening on {host} without an API key (--api-key or ${API_KEY_ENV})", err=True)
-    app = create_app(api_key=api_key, max_concurrency=max_concurrency, max_body_bytes=max_body_bytes)
+    app = create_app(api_key=api_key, max_concurrency=max_concurrency, max_body_bytes=max_body_bytes,
+                     max_batch_size=max_batch_size, batch_wait_s=batch_wait_ms / 1000, timeout_s=timeout_s)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
 
 
