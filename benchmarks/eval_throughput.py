@@ -45,7 +45,7 @@ from pathlib import Path
 
 from mmagent import runner
 from mmagent.config import load_settings
-from mmagent.eval import batching
+from mmagent import batching
 from mmagent.eval.core import get_suites
 from mmagent.eval.runner import load_items, run_eval
 from mmagent.toolbox import Toolbox
@@ -140,7 +140,7 @@ class Timers:
 
 
 class Lingering:
-    """Runs `run` with `mmagent.eval.batching.Batcher`'s `linger` default replaced (this process only)."""
+    """Runs `run` with `mmagent.batching.Batcher`'s `linger` default replaced (this process only)."""
 
     def __init__(self, run, linger: float):
         self.run, self.linger = run, linger

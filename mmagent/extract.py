@@ -19,10 +19,10 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .backends.results import Message
-from .errors import InputError, MMAgentError
+from .errors import InputError, MMAgentError, one_line
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -62,16 +62,63 @@ class Extraction(Generic[T]):
     constrained: bool = False
 
 
-def extract(schema: type[T], text: str, llm: ChatModel, *, max_repairs: int = 2, max_tokens: int = 256,
+class JsonSchema:
+    """A plain JSON Schema (a dict, as OpenAI's `response_format` carries it) standing where a
+    pydantic model stands in `extract`: its values are the parsed JSON, validated with
+    `jsonschema`."""
+
+    def __init__(self, schema: dict, name: str = "object"):
+        from jsonschema import exceptions, validators
+
+        if not isinstance(schema, dict):
+            raise InputError("a JSON schema must be an object")
+        try:
+            cls = validators.validator_for(schema)
+            cls.check_schema(schema)
+        except exceptions.SchemaError as exc:
+            raise InputError(f"not a valid JSON schema: {one_line(exc.message, 200)}") from None
+        self.schema, self.__name__ = schema, name
+        self._validator = cls(schema)
+
+    def model_json_schema(self) -> dict:
+        return self.schema
+
+    def descriptions(self) -> list[tuple[str, str]]:
+        properties = self.schema.get("properties") or {}
+        return [(k, v["description"]) for k, v in properties.items() if isinstance(v, dict) and v.get("description")]
+
+    def validate_json(self, text: str) -> tuple[Any, str | None]:
+        """(value, None) when `text` is JSON matching the schema, else (None, what is wrong)."""
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            return None, f"json: {exc}"
+        errors = sorted(self._validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        if errors:
+            return None, "; ".join(f"{'.'.join(map(str, e.absolute_path)) or 'json'}: {e.message}" for e in errors[:8])
+        return value, None
+
+
+def _validate(schema: Any, output: str) -> tuple[Any, str | None]:
+    if isinstance(schema, JsonSchema):
+        return schema.validate_json(_json_part(output))
+    from pydantic import ValidationError
+
+    try:
+        return schema.model_validate_json(_json_part(output)), None
+    except ValidationError as exc:
+        return None, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'json'}: {e['msg']}" for e in exc.errors())
+
+
+def extract(schema: type[T] | JsonSchema, text: str, llm: ChatModel, *, max_repairs: int = 2, max_tokens: int = 256,
             temperature: float = 0.0, instructions: str | None = None) -> Extraction[T]:
-    """Fill `schema` from `text` using `llm`; raises ExtractionError after `max_repairs` failed repairs
-    (or sooner, at temperature 0, when a repair repeats an earlier attempt).
+    """Fill `schema` (a pydantic model, or a `JsonSchema`: then the value is the parsed JSON) from
+    `text` using `llm`; raises ExtractionError after `max_repairs` failed repairs (or sooner, at
+    temperature 0, when a repair repeats an earlier attempt).
 
     `instructions` are added to the system prompt (what to look for, where). Field descriptions of
     the schema (`Field(description=...)`) are listed there too: small models need to be told where
     each value is."""
-    from pydantic import ValidationError
-
     from .runner import clean_text
 
     # Lone surrogates (undecodable argv bytes, a caller's "\udce9") never reach a tokenizer.
@@ -83,10 +130,8 @@ def extract(schema: type[T], text: str, llm: ChatModel, *, max_repairs: int = 2,
     for _ in range(max_repairs + 1):
         result = llm.chat(messages, max_tokens=max_tokens, temperature=temperature, **options)
         output, finish = result.text, result.finish_reason or "stop"
-        try:
-            value = schema.model_validate_json(_json_part(output))
-        except ValidationError as exc:
-            error = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'json'}: {e['msg']}" for e in exc.errors())
+        value, error = _validate(schema, output)
+        if error is not None:
             if finish == "length":
                 error += f" (the reply was cut at max_tokens={max_tokens})"
             attempts.append(Attempt(output, error, finish))
@@ -158,12 +203,15 @@ def _import_module(name: str, ref: str):
         sys.path.remove(str(Path.cwd()))
 
 
-def system_prompt(schema: type[BaseModel], instructions: str | None = None) -> str:
+def system_prompt(schema: type[BaseModel] | JsonSchema, instructions: str | None = None) -> str:
     """What the model is told: reply with JSON shaped like `template(schema)`, each described
     field's description, then `instructions`."""
     lines = ["Extract the requested fields from the text. Reply with one JSON object only, "
              f"shaped like this template: {template(schema)}"]
-    described = [(name, field.description) for name, field in schema.model_fields.items() if field.description]
+    if isinstance(schema, JsonSchema):
+        described = schema.descriptions()
+    else:
+        described = [(name, field.description) for name, field in schema.model_fields.items() if field.description]
     if described:
         lines.append("Fields:")
         lines += [f"- {name}: {description}" for name, description in described]
@@ -172,7 +220,7 @@ def system_prompt(schema: type[BaseModel], instructions: str | None = None) -> s
     return "\n".join(lines)
 
 
-def template(schema: type[BaseModel]) -> str:
+def template(schema: type[BaseModel] | JsonSchema) -> str:
     """A JSON example of the schema's shape (`{"shop": "...", "total": 0.0}`): small models follow
     an example far better than a JSON Schema document."""
     blanks = {"string": "...", "number": 0.0, "integer": 0, "boolean": False, "array": [], "object": {}}

@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mmagent import hookimpl
@@ -354,6 +355,68 @@ class WhisperASR(SpeechToText):
         raw = [(s["start"], s["end"], s["text"]) for s in result.get("segments", [])]
         return Transcript(text=result["text"].strip(), language=result.get("language") or language,
                           segments=_segments(raw, duration))
+
+
+    def batch(self, audios: Sequence[AudioPart], *, language: str | None = None) -> list[Transcript]:
+        """One transcript per clip. Clips of up to 30 s are decoded together (one encoder and one
+        decoder pass for the batch), with `transcribe`'s rules: greedy at temperature 0, silence
+        (no-speech probability over 0.6 with a low log-probability) gives no text, and a clip
+        whose decoding looks degenerate (compression ratio over 2.4 or mean log-probability under
+        -1) is transcribed again alone, with `transcribe`'s temperature fallback. Longer clips,
+        and any call when decoding options are configured, go through `transcribe` one by one."""
+        import whisper
+        from whisper.tokenizer import LANGUAGES, get_tokenizer
+
+        loaded = self.model
+        model = loaded.model
+        language = _check_language(language, LANGUAGES, not model.is_multilingual, str(self.model_id))
+        arrays = [_audio_array(a) for a in audios]
+        out: list[Transcript | None] = [None] * len(arrays)
+        short = [i for i, x in enumerate(arrays) if 0 < len(x) <= whisper.audio.N_SAMPLES]
+        if self.options or len(short) < 2:
+            short = []
+        if short:
+            import torch
+
+            mel = torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(arrays[i])),
+                                                           n_mels=model.dims.n_mels) for i in short])
+            options = whisper.DecodingOptions(language=language, temperature=0.0, fp16=loaded.fp16,
+                                              without_timestamps=False)
+            with loaded.lock, torch.no_grad():
+                results = whisper.decode(model, mel.to(model.device), options)
+            for i, result in zip(short, results):
+                silent = result.no_speech_prob > 0.6 and result.avg_logprob < -1.0
+                if not silent and (result.compression_ratio > 2.4 or result.avg_logprob < -1.0):
+                    continue  # transcribed alone below, with the temperature fallback
+                duration = len(arrays[i]) / SAMPLE_RATE
+                lang = result.language or language
+                if silent:
+                    out[i] = Transcript(text="", language=lang)
+                    continue
+                tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages,
+                                          language=lang, task="transcribe")
+                raw = _timed_segments(result.tokens, tokenizer, duration)
+                out[i] = Transcript(text=result.text.strip(), language=lang, segments=_segments(raw, duration))
+        return [t if t is not None else self.transcribe(a, language=language) for t, a in zip(out, audios)]
+
+
+def _timed_segments(tokens: Sequence[int], tokenizer: Any, duration: float) -> list[tuple[float, float, str]]:
+    """(start, end, text) from a decoding's tokens: `<|0.00|> text <|2.40|><|2.40|> text <|5.00|>`."""
+    begin = tokenizer.timestamp_begin
+    raw: list[tuple[float, float, str]] = []
+    start, text = 0.0, []
+    for token in tokens:
+        if token >= begin:
+            at = (token - begin) * 0.02
+            if text:
+                raw.append((start, at, tokenizer.decode(text)))
+                text = []
+            start = at
+        elif token < tokenizer.eot:
+            text.append(token)
+    if text:
+        raw.append((start, duration, tokenizer.decode(text)))
+    return [r for r in raw if r[2].strip()]
 
 
 def _load_checkpoint(path: str, device: str) -> Any:

@@ -32,8 +32,9 @@ LLM_REPLY, VLM_REPLY, ASR_TEXT = "the answer is four", "a red disc on grey", "he
 
 
 def toolbox(**more):
-    backends = dict(llm=ScriptedLLM(LLM_REPLY), vlm=ScriptedVLM(VLM_REPLY), ocr=ScriptedOCR(["TOTAL 9.75"]),
-                    asr=ScriptedASR(ASR_TEXT), caption=ScriptedCaptioner("shapes"), embed=ScriptedEmbedder())
+    backends = dict(llm=ScriptedLLM(LLM_REPLY, model="tiny-llm"), vlm=ScriptedVLM(VLM_REPLY, model="tiny-vlm"),
+                    ocr=ScriptedOCR(["TOTAL 9.75"]), asr=ScriptedASR(ASR_TEXT, model="tiny-asr"),
+                    caption=ScriptedCaptioner("shapes"), embed=ScriptedEmbedder())
     backends.update(more)
     return scripted_toolbox(**backends)
 
@@ -77,7 +78,7 @@ def image_message(question: str, url: str) -> list[dict]:
 
 
 def assert_up(base: str) -> None:
-    assert httpx.get(f"{base}/health", timeout=10).json() == {"status": "ok"}
+    assert httpx.get(f"{base}/health", timeout=10).json()["status"] == "ok"
 
 
 # -- models -------------------------------------------------------------------------------------------------
@@ -88,10 +89,16 @@ def test_models_lists_every_registered_graph_auto_first(client):
 
     models = client.models.list().data
     ids = [m.id for m in models]
-    assert ids[0] == "auto"
-    assert set(ids) == {g.name for g in get_graphs()} and {"tools", "adapter"} <= set(ids)
+    pipelines = [g.name for g in get_graphs()]
+    assert ids[0] == "auto" and set(ids[:len(pipelines)]) == set(pipelines) and {"tools", "adapter"} <= set(ids)
+    # then each backend model by name (with its role), then OpenAI's names for the endpoints' roles
+    kinds = {m.id: m.model_extra["mmagent"] for m in models}
+    assert kinds["tiny-llm"] == {"kind": "backend", "role": "llm", "backend": "scripted"}
+    assert kinds["tiny-vlm"]["role"] == "vlm" and kinds["tiny-asr"]["role"] == "asr"
+    assert kinds["whisper-1"] == {"kind": "alias", "role": "asr"} and "tts-1" not in kinds  # no tts backend here
+    assert kinds["adapter"]["kind"] == "pipeline" and kinds["adapter"]["description"]
     assert all(m.object == "model" and m.owned_by == "mmagent" and m.created > 1_600_000_000 for m in models)
-    assert client.models.retrieve("tools").id == "tools"
+    assert client.models.retrieve("tools").id == "tools" and client.models.retrieve("tiny-llm").id == "tiny-llm"
 
 
 # -- chat ----------------------------------------------------------------------------------------------------
@@ -186,7 +193,7 @@ def test_transcription_json_text_and_subtitles(client, url):
                                               response_format="text")
     assert text.strip() == ASR_TEXT
     verbose = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("q.wav", wav, "audio/wav")},
-                         data={"model": "anything", "response_format": "verbose_json", "language": "de"}, timeout=30)
+                         data={"model": "tiny-asr", "response_format": "verbose_json", "language": "de"}, timeout=30)
     assert verbose.json() == {"task": "transcribe", "language": "de", "duration": 1.5, "text": ASR_TEXT,
                               "segments": []}
     srt = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("q.wav", wav, "audio/wav")},
@@ -195,6 +202,13 @@ def test_transcription_json_text_and_subtitles(client, url):
     vtt = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("q.wav", wav, "audio/wav")},
                      data={"response_format": "vtt"}, timeout=30)
     assert vtt.text.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\n" + ASR_TEXT)
+    unknown = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("q.wav", wav, "audio/wav")},
+                         data={"model": "tiny-llm"}, timeout=30)
+    assert unknown.status_code == 400 and "not a asr model" in unknown.json()["error"]["message"]
+    unknown = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("q.wav", wav, "audio/wav")},
+                         data={"model": "whisper-large-v9"}, timeout=30)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    assert "whisper-1" in unknown.json()["error"]["message"] and "tiny-asr" in unknown.json()["error"]["message"]
 
 
 def test_transcription_refuses_what_is_not_audio(url):
@@ -291,7 +305,15 @@ def test_requests_that_are_not_chat_json_are_4xx(url):
         (dict(json={"model": "tools", "stream": "yes", "messages": [{"role": "user", "content": "hi"}]}), 400,
          "invalid_input"),
         (dict(json={"model": "tools", "tools": [{"type": "function", "function": {"name": "f"}}],
+                    "messages": [{"role": "user", "content": "hi"}]}), 400, "invalid_input"),  # no tool caller
+        (dict(json={"model": "tools", "tools": [{"type": "function"}],
                     "messages": [{"role": "user", "content": "hi"}]}), 400, "invalid_input"),
+        (dict(json={"model": "tiny-llm", "response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "object", "properties": {"a": {"type": "nonsense"}}}}},
+            "messages": [{"role": "user", "content": "hi"}]}), 400, "invalid_input"),
+        (dict(json={"model": "tiny-asr", "messages": [{"role": "user", "content": "hi"}]}), 400, "invalid_input"),
+        (dict(json={"model": "tools", "temperature": 9, "messages": [{"role": "user", "content": "hi"}]}), 400,
+         "invalid_input"),
     ]
     for kwargs, status, code in cases:
         response = httpx.post(f"{url}/v1/chat/completions", timeout=30, **kwargs)

@@ -4,7 +4,7 @@
 
 Each item goes through the pipeline's own graph (`mmagent.run`, or any `FILE.py:graph`), exactly
 as a user's request would; B items run at once and the chat backends batch their calls
-(`mmagent.eval.batching`). Every finished (item, pipeline) is appended to results.jsonl at once,
+(`mmagent.batching`). Every finished (item, pipeline) is appended to results.jsonl at once,
 so a killed run loses at most the items in flight, and `resume=True` skips what is there.
 Pipelines run one after another, so each one's latency and peak memory are its own.
 """
@@ -157,7 +157,7 @@ class Evaluator:
         else:
             from ..runner import build_pipeline
             from ..toolbox import Toolbox
-            from .batching import batching_toolbox
+            from ..batching import batching_toolbox
 
             self.toolbox, self.batchers = batching_toolbox(toolbox or Toolbox(settings=self.settings), self.batch_size,
                                                            self.in_flight, max_tokens=suite.max_tokens)

@@ -21,13 +21,17 @@ from starlette.concurrency import run_in_threadpool
 from ..config import PathSettings, Settings, load_settings
 from ..errors import BackendError, BackendNotFoundError, InputError, PromptTooLongError, one_line
 from ..toolbox import Toolbox
-from . import transcripts
-from .messages import to_langchain_messages
+from . import chat, media, transcripts
+from .chat import Catalog, ModelNotFound
+from .jobs import ClientGone, Job, RequestTimeout
 
 log = logging.getLogger("mmagent.server")
 
 DEFAULT_MAX_CONCURRENCY = 4
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BATCH_SIZE = 8
+DEFAULT_BATCH_WAIT_S = 0.02
+DEFAULT_TIMEOUT_S = 300.0
 #: Seconds a client told "busy" (429) should wait before trying again.
 RETRY_AFTER_SECONDS = 1
 OWNER = "mmagent"
@@ -41,11 +45,6 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, cap: int):
         super().__init__(413, f"request body is over the cap of {cap:,} bytes (--max-body-bytes)")
-
-
-class ModelNotFound(Exception):
-    def __init__(self, name: str, available: list[str]):
-        super().__init__(f"The model '{one_line(name, 100)}' does not exist; available: {', '.join(available)}")
 
 
 def error_body(message: str, code: str | None, type_: str = "invalid_request_error",
@@ -77,10 +76,17 @@ def classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
         return 400, error_body(one_line(str(exc), 500), input_error_code(exc))
     if isinstance(exc, ModelNotFound):
         return 404, error_body(str(exc), "model_not_found")
+    if isinstance(exc, RequestTimeout):
+        return 504, error_body(str(exc), "timeout", "server_error")
     if isinstance(exc, BackendNotFoundError):
         return 503, error_body(one_line(str(exc), 300), "backend_unavailable", "server_error")
     if isinstance(exc, BackendError):
         return 502, error_body(one_line(str(exc), 300), "backend_error", "server_error")
+    from ..extract import ExtractionError
+
+    if isinstance(exc, ExtractionError):
+        return 502, error_body(one_line(str(exc), 500), "extraction_failed", "server_error")
+
     log.error("internal error while serving a request", exc_info=exc)
     return 500, error_body("internal server error (the server log has the details)", "internal_error", "server_error")
 
@@ -140,25 +146,61 @@ def harden(settings: Settings) -> Settings:
     return dataclasses.replace(settings, paths=PathSettings(allowed_roots=(str(nowhere),)))
 
 
+class Slots:
+    """At most `limit` requests at once (more are answered 429); `running` feeds the batchers."""
+
+    def __init__(self, limit: int):
+        self.limit, self.running = limit, 0
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        with self._lock:
+            if self.running >= self.limit:
+                raise HTTPException(429, f"the server is busy ({self.limit} requests running); retry shortly",
+                                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            self.running += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.running -= 1
+
+
 def create_app(settings: Settings | None = None, toolbox: Toolbox | None = None, api_key: str | None = None, *,
                max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+               batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
+               timeout_s: float = DEFAULT_TIMEOUT_S) -> FastAPI:
     """The OpenAI-compatible app. `toolbox`: the backends (default: the configured ones, loaded on
     first use); `api_key`: required as `Authorization: Bearer KEY` when given; at most
-    `max_concurrency` requests run at once (more are answered 429 with Retry-After)."""
+    `max_concurrency` requests run at once (more are answered 429 with Retry-After); concurrent
+    calls to one llm/vlm/unified/asr/embed backend are answered by one batched call of at most
+    `max_batch_size` (1: no batching), a call waiting at most `batch_wait_s` for others; a request
+    running past `timeout_s` is answered 504 and its run cancelled."""
     if max_concurrency < 1:
         raise ValueError("max_concurrency must be at least 1")
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be at least 1")
+    if max_batch_size < 1 or batch_wait_s < 0 or not timeout_s > 0:
+        raise ValueError("max_batch_size must be at least 1, batch_wait_s at least 0, timeout_s above 0")
+    from ..batching import batching_toolbox
+
     base = settings or (toolbox.settings if toolbox is not None else load_settings())
     request_settings = harden(base)
     toolbox = toolbox or Toolbox(settings=base)
-    slots = threading.BoundedSemaphore(max_concurrency)
+    slots = Slots(max_concurrency)
+    batchers: dict = {}
+    if max_batch_size > 1:
+        toolbox, batchers = batching_toolbox(toolbox, max_batch_size, in_flight=lambda: slots.running,
+                                             linger=batch_wait_s, max_wait=batch_wait_s)
+    catalog = Catalog(toolbox)
     started = int(time.time())
 
     app = FastAPI(title="mmagent", description="OpenAI-compatible API for mmagent's pipelines", version="1",
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings, app.state.toolbox, app.state.max_concurrency = request_settings, toolbox, max_concurrency
+    #: role -> the Batcher in front of its backend (each records the size of every batch it ran)
+    app.state.batchers = batchers
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)
 
     # -- error handlers: OpenAI's error JSON, never a traceback --
@@ -186,82 +228,64 @@ def create_app(settings: Settings | None = None, toolbox: Toolbox | None = None,
         status, body = classify(exc)
         return JSONResponse(body, status_code=status)
 
-    for kind in (InputError, BackendError, ModelNotFound):
+    for kind in (InputError, BackendError, ModelNotFound, RequestTimeout):
         app.add_exception_handler(kind, _any)
 
-    def take_slot() -> None:
-        if not slots.acquire(blocking=False):
-            raise HTTPException(429, f"the server is busy ({max_concurrency} requests running); retry shortly",
-                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    def start(produce, name: str) -> Job:
+        """Take a slot (429 when none is free) and run `produce` in a job that gives it back."""
+        slots.take()
+        try:
+            return Job(produce, f"mmagent-{name}", slots.release, timeout_s)
+        except BaseException:
+            slots.release()
+            raise
 
-    def pipeline_of(model: Any) -> str:
-        from ..graphs_registry import get_graphs
-        from ..runner import DEFAULT_PIPELINE
-
-        if model is None or model == "":
-            return DEFAULT_PIPELINE
-        if not isinstance(model, str):
-            raise InputError("'model' must be a string")
-        names = [g.name for g in get_graphs()]
-        if model not in names:
-            raise ModelNotFound(model, names)
-        return model
+    async def finish(job: Job, request: Request) -> Any:
+        try:
+            return await job.outcome(request)
+        except ClientGone:
+            return None
 
     # -- endpoints --
 
     @app.get("/health")
     async def health():
-        return {"status": "ok"}
+        return {"status": "ok", "running": slots.running, "max_concurrency": max_concurrency}
 
-    def model_object(name: str) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": started, "owned_by": OWNER}
-
-    def model_names() -> list[str]:
-        from ..graphs_registry import get_graphs
-        from ..runner import DEFAULT_PIPELINE
-
-        names = [g.name for g in get_graphs()]
-        return sorted(names, key=lambda n: n != DEFAULT_PIPELINE)  # auto first, then registration order
+    def model_object(name: str, info: dict) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": started, "owned_by": OWNER, "mmagent": info}
 
     @app.get("/v1/models")
     async def list_models():
-        return {"object": "list", "data": [model_object(n) for n in model_names()]}
+        entries = await run_in_threadpool(catalog.entries)
+        return {"object": "list", "data": [model_object(n, info) for n, info in entries]}
 
     @app.get("/v1/models/{name}")
     async def get_model(name: str):
-        if name not in model_names():
-            raise ModelNotFound(name, model_names())
-        return model_object(name)
+        entries = dict(await run_in_threadpool(catalog.entries))
+        if name not in entries:
+            raise ModelNotFound(name, list(entries))
+        return model_object(name, entries[name])
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            raise InputError("the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise InputError("the request body must be a JSON object")
-        pipeline = pipeline_of(body.get("model"))
-        _refuse_unsupported(body)
-        stream = body.get("stream", False)
-        if not isinstance(stream, bool):
-            raise InputError("'stream' must be true or false")
-        take_slot()
+        body = await _json_body(request)
+        parsed = await run_in_threadpool(chat.parse_chat, body, catalog)
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        if not stream:
-            try:
-                result = await run_in_threadpool(_run, body.get("messages"), pipeline, toolbox, request_settings)
-            finally:
-                slots.release()
-            return _json({"id": completion_id, "object": "chat.completion", "created": created, "model": pipeline,
-                          "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer},
-                                       "logprobs": None, "finish_reason": "stop"}],
-                          "usage": _usage(), "mmagent": _trace(result)})
-        return await _stream(body.get("messages"), pipeline, toolbox, request_settings, slots.release,
-                             completion_id, created)
+        job = start(lambda: chat.events(parsed, toolbox, request_settings), completion_id[-8:])
+        if parsed.stream:
+            return await _stream(job, request, parsed.model, completion_id, created)
+        result = await finish(job, request)
+        if result is None:  # the client left
+            return Response(status_code=499)
+        message, finish_reason, usage, trace = _answer(result)
+        return _json({"id": completion_id, "object": "chat.completion", "created": created, "model": parsed.model,
+                      "choices": [{"index": 0, "message": message, "logprobs": None,
+                                   "finish_reason": finish_reason}],
+                      "usage": usage, "mmagent": trace})
 
     @app.post("/v1/audio/transcriptions")
-    async def transcriptions(file: UploadFile = File(...), model: str = Form("whisper-1"),
+    async def transcriptions(request: Request, file: UploadFile = File(...), model: str = Form("whisper-1"),
                              response_format: str = Form("json"), language: str | None = Form(None),
                              prompt: str | None = Form(None), temperature: float | None = Form(None)):
         if response_format not in transcripts.FORMATS:
@@ -269,35 +293,81 @@ def create_app(settings: Settings | None = None, toolbox: Toolbox | None = None,
                              f"(use {', '.join(transcripts.FORMATS)})")
         if language is not None and not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?", language):
             raise InputError(f"'language' must be a language code such as 'en', not '{one_line(language, 40)}'")
+        backend = await run_in_threadpool(catalog.endpoint_backend, model, "asr")
         data = await file.read()
-        take_slot()
-        try:
-            transcript, duration = await run_in_threadpool(_transcribe, data, language or None, toolbox,
-                                                           request_settings)
-        finally:
-            slots.release()
+        job = start(lambda: _one(_transcribe, data, language or None, backend, request_settings), "asr")
+        outcome = await finish(job, request)
+        if outcome is None:
+            return Response(status_code=499)
+        transcript, duration = outcome
         content, media_type = transcripts.render(transcript, duration, response_format)
         if media_type == "application/json":
             return _json(content)
         return PlainTextResponse(content, media_type=media_type)
 
+    @app.post("/v1/audio/speech")
+    async def speech(request: Request):
+        body = await _json_body(request)
+        text, voice, fmt = media.speech_request(body)
+        backend = await run_in_threadpool(catalog.endpoint_backend, body.get("model"), "tts")
+        job = start(lambda: _one(media.synthesize, backend, text, voice, fmt), "tts")
+        outcome = await finish(job, request)
+        if outcome is None:
+            return Response(status_code=499)
+        data, media_type = outcome
+        return Response(data, media_type=media_type)
+
+    @app.post("/v1/images/generations")
+    async def images(request: Request):
+        body = await _json_body(request)
+        options, n = media.image_request(body)
+        backend = await run_in_threadpool(catalog.endpoint_backend, body.get("model"), "image_gen")
+        job = start(lambda: _one(media.generate, backend, options, n), "image")
+        outcome = await finish(job, request)
+        if outcome is None:
+            return Response(status_code=499)
+        return _json({"created": int(time.time()), "data": outcome, "output_format": "png",
+                      "size": f"{options['width']}x{options['height']}"})
+
     return app
 
 
-def _refuse_unsupported(body: dict) -> None:
-    """Parameters this server does not honour yet are refused rather than silently ignored."""
-    if body.get("tools"):
-        raise InputError("'tools' are not supported by this server yet", )
-    fmt = body.get("response_format")
-    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
-        raise InputError("'response_format' other than text is not supported by this server yet")
-    n = body.get("n", 1)
-    if n not in (1, None):
-        raise InputError("'n' must be 1")
+async def _json_body(request: Request) -> dict:
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise InputError("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InputError("the request body must be a JSON object")
+    return body
 
 
-def _usage() -> dict[str, int]:
-    return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+def _one(fn, *args):
+    """A job's events for one plain call."""
+    yield "result", fn(*args)
+
+
+def _answer(result) -> tuple[dict, str, dict, dict]:
+    """(message, finish_reason, usage, mmagent trace) for a pipeline's RunResult or a direct Reply."""
+    if isinstance(result, chat.Reply):
+        message: dict[str, Any] = {"role": "assistant", "content": result.text}
+        finish_reason = result.finish_reason
+        if result.tool_calls:
+            message["content"] = result.text or None
+            message["tool_calls"] = _tool_calls(result.tool_calls)
+            finish_reason = "tool_calls"
+        return message, finish_reason, _usage(result.usage), result.trace
+    return {"role": "assistant", "content": result.answer}, "stop", _usage({}), _trace(result)
+
+
+def _tool_calls(calls) -> list[dict]:
+    return [{"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}} for c in calls]
+
+
+def _usage(usage: dict) -> dict[str, int]:
+    prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _trace(result) -> dict[str, Any]:
@@ -309,92 +379,74 @@ def _json(data: Any, status: int = 200) -> Response:
                     media_type="application/json")
 
 
-def _run(messages: Any, pipeline: str, toolbox: Toolbox, settings: Settings):
-    from ..runner import run_messages
-
-    lc_messages, system = to_langchain_messages(messages, settings)
-    return run_messages(lc_messages, pipeline=pipeline, toolbox=toolbox, settings=settings, system=system)
-
-
-def _transcribe(data: bytes, language: str | None, toolbox: Toolbox, settings: Settings):
+def _transcribe(data: bytes, language: str | None, backend, settings: Settings):
     from ..content import load_media
 
     if not data:
         raise InputError("the uploaded file is empty")
     part = load_media(data, expect="audio", settings=settings)
-    return toolbox.get("asr").transcribe(part, language=language), part.duration
+    return backend.transcribe(part, language=language), part.duration
 
 
 # -- streaming -----------------------------------------------------------------------------------------------
 
 
-async def _stream(messages: Any, pipeline: str, toolbox: Toolbox, settings: Settings, release, completion_id: str,
-                  created: int):
-    """Run the request in its own thread (one thread for the whole run: LangGraph's context stays
-    in it) and relay its events as `chat.completion.chunk`s. An error before the first event is an
-    ordinary error response; one after it is an `error` event, then the stream ends."""
+async def _stream(job: Job, request: Request, model: str, completion_id: str, created: int):
+    """Relay a job's events as `chat.completion.chunk`s. An error before the first event is an
+    ordinary error response; one after it is an `error` event, then the stream ends. A client that
+    leaves cancels the run."""
     from sse_starlette import EventSourceResponse
 
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-
-    def post(item) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the loop is gone (server shutting down)
-            pass
-
-    def work() -> None:
-        from ..runner import stream_messages
-
-        try:
-            lc_messages, system = to_langchain_messages(messages, settings)
-            for event in stream_messages(lc_messages, pipeline=pipeline, toolbox=toolbox, settings=settings,
-                                         system=system, tokens=True):
-                post(event)
-        except BaseException as exc:  # noqa: BLE001 - relayed to the client
-            post(("error", exc))
-        finally:
-            release()
-            post(("end", None))
-
-    threading.Thread(target=work, name=f"mmagent-{completion_id[-8:]}", daemon=True).start()
-    first = await queue.get()
+    try:
+        first = await job.next(request)
+    except ClientGone:
+        return Response(status_code=499)
     if first[0] == "error":
         raise first[1]
 
     def chunk(delta: dict, finish: str | None = None, **extra: Any) -> dict:
         return {"data": json.dumps({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                                    "model": pipeline,
+                                    "model": model,
                                     "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                                  "finish_reason": finish}], **extra},
                                    ensure_ascii=False, default=str)}
 
     async def events():
-        yield chunk({"role": "assistant", "content": ""})
-        sent: list[str] = []
-        result = None
-        item = first
-        while item[0] != "end":
-            kind, value = item
-            if kind == "token":
-                sent.append(value)
-                yield chunk({"content": value})
-            elif kind == "result":
-                result = value
-            elif kind == "error":
-                status, body = classify(value)
-                yield {"data": json.dumps(body)}
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            sent: list[str] = []
+            result = None
+            item = first
+            while item[0] != "end":
+                kind, value = item
+                if kind == "token":
+                    sent.append(value)
+                    yield chunk({"content": value})
+                elif kind == "result":
+                    result = value
+                elif kind == "error":
+                    yield {"data": json.dumps(classify(value)[1])}
+                    return
+                try:
+                    item = await job.next(request)
+                except ClientGone:
+                    return
+                except RequestTimeout as exc:
+                    yield {"data": json.dumps(classify(exc)[1])}
+                    return
+            if result is None:  # pragma: no cover - every run ends with its result or an error
                 return
-            item = await queue.get()
-        if result is None:  # pragma: no cover - every run ends with its result or an error
-            return
-        so_far = "".join(sent)
-        if result.answer != so_far and result.answer.startswith(so_far):
-            yield chunk({"content": result.answer[len(so_far):]})  # not streamed (or not all of it)
-        elif result.answer != so_far:
-            log.warning("streamed tokens differ from the answer of %s; the client has the streamed text", pipeline)
-        yield chunk({}, "stop", usage=_usage(), mmagent=_trace(result))
-        yield {"data": "[DONE]"}
+            message, finish_reason, usage, trace = _answer(result)
+            if message.get("tool_calls"):
+                yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]})
+            so_far, answer = "".join(sent), message.get("content") or ""
+            if answer != so_far and answer.startswith(so_far):
+                yield chunk({"content": answer[len(so_far):]})  # not streamed (or not all of it)
+            elif answer != so_far:
+                log.warning("streamed tokens differ from the answer of %s; the client has the streamed text", model)
+            yield chunk({}, finish_reason, usage=usage, mmagent=trace)
+            yield {"data": "[DONE]"}
+        finally:
+            job.cancel()  # a no-op when the run has ended; stops it when the client has gone
 
     return EventSourceResponse(events(), sep="\n")

@@ -1,18 +1,21 @@
 """Batching per backend, under unchanged graphs: concurrent calls become one batched call.
 
-The evaluation runs B items at once, each through the pipeline's own graph in its own thread, as a
-user's request would run. The toolbox those graphs get puts a proxy in front of each backend that
-can take many requests at once:
+Both the evaluation runner (B items at once, each through its pipeline's graph in its own thread)
+and the server (concurrent requests, each in its own thread) hand their graphs a toolbox that puts
+a proxy in front of each backend that can take many requests at once:
 
-    llm, vlm   a chat backend with `batch(requests, max_tokens=, temperature=, stop=) -> list[str]`
-               (the local VLM and LLM): plain `chat` calls become one `batch` call
-    embed      any `Embedder`: `embed(texts)` already takes a list, so the intent embedder's
-               one-question calls become one `embed` call
+    llm, vlm, unified  a chat backend with `batch(requests, max_tokens=, temperature=, stop=) -> list[str]`
+                       (the local VLM and LLM): plain `chat` calls become one `batch` call
+    asr                a speech backend with `batch(audios, language=) -> list[Transcript]`
+                       (openai-whisper: clips of up to 30 s decoded together)
+    embed              any `Embedder`: `embed(texts)` already takes a list, so the intent embedder's
+                       one-question calls become one `embed` call
 
-A call waits until B calls are waiting (or as many as there are items still in flight), or until
-no new call has come for `linger` seconds; then one batched call answers them all. One batch runs
+A call waits until B calls are waiting (or as many as there are requests in flight), until no new
+call has come for `linger` seconds, or until the oldest waiting call has waited `max_wait` seconds
+(the server's bound on the extra latency); then one batched call answers them all. One batch runs
 on a backend at a time; calls arriving meanwhile form the next. Chat calls with tools or a schema,
-and chat backends without `batch`, go straight through.
+streamed chat calls, and backends without `batch`, go straight through.
 
 The graphs see the same contract class (each proxy subclasses its role's contract), so nothing in
 a graph knows it is being batched.
@@ -26,10 +29,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends.base import Backend
-from ..backends.results import ChatResult
-from ..backends.roles import ChatModel, Embedder, UnifiedModel, VisionLanguageModel
-from ..toolbox import Toolbox
+from .backends.base import Backend
+from .backends.results import ChatResult
+from .backends.roles import ChatModel, Embedder, SpeechToText, UnifiedModel, VisionLanguageModel
+from .toolbox import Toolbox
 
 #: Seconds without a new call after which a partial batch runs. Items of one wave reach a backend
 #: spread over a few hundred milliseconds on a busy CPU (benchmarks/eval_throughput.py): too short
@@ -44,6 +47,7 @@ BatchFn = Callable[[list[Any], tuple], list[Any]]
 class _Call:
     payload: Any
     key: tuple
+    arrived: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
@@ -53,11 +57,13 @@ class Batcher:
     """Collects concurrent requests for one backend and answers them with one `run` call."""
 
     def __init__(self, run: BatchFn, size: int, in_flight: Callable[[], int] | None = None,
-                 linger: float = LINGER):
+                 linger: float = LINGER, max_wait: float | None = None):
         self.run = run
         self.size = max(1, size)
         self.in_flight = in_flight or (lambda: self.size)
         self.linger = linger
+        #: the longest a call waits for others (None: as long as calls keep coming within `linger`)
+        self.max_wait = max_wait
         self._pending: list[_Call] = []
         self._cond = threading.Condition()
         self._running = False
@@ -76,12 +82,13 @@ class Batcher:
             self._last_arrival = time.monotonic()
             self._cond.notify_all()
             while not call.done.is_set():
-                ready = len(self._pending) >= self._target() or \
-                    time.monotonic() - self._last_arrival >= self.linger
+                now = time.monotonic()
+                ready = len(self._pending) >= self._target() or now - self._last_arrival >= self.linger or \
+                    (self.max_wait is not None and now - self._pending[0].arrived >= self.max_wait)
                 if not self._running and self._pending and ready:
                     self._flush_locked()
                     continue
-                self._cond.wait(timeout=self.linger / 4)
+                self._cond.wait(timeout=max(self.linger / 4, 0.001))
         if call.error is not None:
             raise call.error
         return call.result
@@ -99,16 +106,27 @@ class Batcher:
                 results = self.run([c.payload for c in calls], key)
                 for c, result in zip(calls, results, strict=True):
                     c.result = result
-            except BaseException as exc:  # every caller in the batch gets the error
-                for c in calls:
-                    c.error = exc
-            self.batches.append(len(calls))
+                self.batches.append(len(calls))
+            except BaseException as exc:  # noqa: BLE001 - raised in the callers' threads
+                if len(calls) == 1:
+                    calls[0].error = exc
+                    self.batches.append(1)
+                else:  # one bad input must fail only its own call: each again, alone
+                    for c in calls:
+                        self._run_alone(c, key)
         finally:
             self._cond.acquire()
             self._running = False
             for c in calls:
                 c.done.set()
             self._cond.notify_all()
+
+    def _run_alone(self, call: _Call, key: tuple) -> None:
+        try:
+            (call.result,) = self.run([call.payload], key)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            call.error = exc
+        self.batches.append(1)
 
 
 class _Proxy:
@@ -155,7 +173,13 @@ def _chat_proxy(contract: type[ChatModel]) -> type[ChatModel]:
             return ChatResult(text=self.batcher.submit(messages, (max_tokens, temperature, tuple(stop or ()))))
 
         def stream(self, messages, *, max_tokens: int = 256, temperature: float = 0.0, stop=None):
-            yield self.chat(messages, max_tokens=max_tokens, temperature=temperature, stop=stop).text
+            """Streamed calls want their first tokens early: they go to the backend, unbatched."""
+            if self.max_tokens is not None:
+                max_tokens = min(max_tokens, self.max_tokens)
+            if not self.supports_streaming:
+                yield self.chat(messages, max_tokens=max_tokens, temperature=temperature, stop=stop).text
+                return
+            yield from self.inner.stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop)
 
         def batch(self, requests, **kwargs: Any):
             return self.inner.batch(requests, **kwargs)
@@ -171,6 +195,23 @@ class BatchedEmbedder(_Proxy, Embedder):
         if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
             return self.inner.embed(texts)  # the backend's own errors and empty shape
         return self.batcher.submit(list(texts))
+
+
+class BatchedASR(_Proxy, SpeechToText):
+    """A speech backend whose `transcribe` calls go through a `Batcher` to its `batch`."""
+
+    def transcribe(self, audio, *, language: str | None = None):
+        return self.batcher.submit(audio, (language,))
+
+    def batch(self, audios, *, language: str | None = None):
+        return self.inner.batch(audios, language=language)
+
+
+def _asr_batch(backend: Any) -> BatchFn:
+    def run(audios: list[Any], key: tuple) -> list[Any]:
+        (language,) = key
+        return backend.batch(audios, language=language)
+    return run
 
 
 def _chat_batch(backend: Any) -> BatchFn:
@@ -196,29 +237,33 @@ BatchedVLM = _chat_proxy(VisionLanguageModel)
 BatchedUnified = _chat_proxy(UnifiedModel)
 _CHAT_PROXIES = {"llm": BatchedChat, "vlm": BatchedVLM, "unified": BatchedUnified}
 #: The roles whose backends a batching toolbox wraps.
-BATCHED_ROLES = (*_CHAT_PROXIES, "embed")
+BATCHED_ROLES = (*_CHAT_PROXIES, "asr", "embed")
 
 
 def batching_toolbox(toolbox: Toolbox, size: int, in_flight: Callable[[], int] | None = None,
                      max_tokens: int | None = None, roles: Sequence[str] = BATCHED_ROLES,
-                     linger: float = LINGER) -> tuple[Toolbox, dict[str, Batcher]]:
+                     linger: float = LINGER, max_wait: float | None = None) -> tuple[Toolbox, dict[str, Batcher]]:
     """A toolbox with the same backends, those that can batch behind batchers (size > 1), and the
-    chat ones' answers capped at `max_tokens` (a suite's). Returns it with the batchers by role."""
+    chat ones' answers capped at `max_tokens` (a suite's). Returns it with the batchers by role.
+    Unavailable roles are left as they are (a run that needs one says why)."""
     backends: dict[str, Backend] = {}
     batchers: dict[str, Batcher] = {}
     for role in roles:
         if toolbox.why_unavailable(role) is not None:
             continue
         backend = toolbox.get(role)
-        if role == "embed":
-            if size > 1:
-                batchers[role] = Batcher(_embed_batch(backend), size, in_flight, linger)
+        if role in ("embed", "asr"):
+            if role == "embed" and size > 1:
+                batchers[role] = Batcher(_embed_batch(backend), size, in_flight, linger, max_wait)
                 backends[role] = BatchedEmbedder(backend, batchers[role])
+            elif role == "asr" and size > 1 and callable(getattr(backend, "batch", None)):
+                batchers[role] = Batcher(_asr_batch(backend), size, in_flight, linger, max_wait)
+                backends[role] = BatchedASR(backend, batchers[role])
             continue
         can_batch = size > 1 and callable(getattr(backend, "batch", None))
         if not can_batch and max_tokens is None:
             continue
         if can_batch:
-            batchers[role] = Batcher(_chat_batch(backend), size, in_flight, linger)
+            batchers[role] = Batcher(_chat_batch(backend), size, in_flight, linger, max_wait)
         backends[role] = _CHAT_PROXIES[role](backend, batchers.get(role), max_tokens)
     return (toolbox.with_backends(backends) if backends else toolbox), batchers
