@@ -378,14 +378,18 @@ class WhisperASR(SpeechToText):
         if short:
             import torch
 
-            mel = torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(arrays[i])),
-                                                           n_mels=model.dims.n_mels) for i in short])
-            options = whisper.DecodingOptions(language=language, temperature=0.0, fp16=loaded.fp16,
+            def window(samples: np.ndarray) -> torch.Tensor:  # as `transcribe` cuts its first window
+                mel = whisper.log_mel_spectrogram(samples, model.dims.n_mels, padding=whisper.audio.N_SAMPLES)
+                return whisper.pad_or_trim(mel[:, :mel.shape[-1] - whisper.audio.N_FRAMES], whisper.audio.N_FRAMES)
+
+            mel = torch.stack([window(arrays[i]) for i in short])
+            options = whisper.DecodingOptions(language=language or (None if model.is_multilingual else "en"),
+                                              temperature=0.0, fp16=loaded.fp16,
                                               without_timestamps=False)
             with loaded.lock, torch.no_grad():
                 results = whisper.decode(model, mel.to(model.device), options)
             for i, result in zip(short, results):
-                silent = result.no_speech_prob > 0.6 and result.avg_logprob < -1.0
+                silent = result.no_speech_prob > 0.6 and not result.avg_logprob > -1.0
                 if not silent and (result.compression_ratio > 2.4 or result.avg_logprob < -1.0):
                     continue  # transcribed alone below, with the temperature fallback
                 duration = len(arrays[i]) / SAMPLE_RATE

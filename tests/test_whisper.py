@@ -428,3 +428,30 @@ def test_faster_whisper_agrees_with_openai_whisper(base, clip, zoo_model):
     assert wer(SENTENCES, fast.text) <= 0.10, fast.text
     assert fast.language == "en"
     assert all(0 <= s.start <= s.end <= clip.duration + 1e-6 for s in fast.segments)
+
+
+@pytest.mark.slow
+def test_batch_decodes_short_clips_together_as_transcribe_would(tiny_en, speech_wav, tmp_path):
+    """`batch` (the server's micro-batching) gives each clip the transcript `transcribe` gives it:
+    two different spoken clips, a silent one, and a bad language code failing the call."""
+    import wave
+
+    from mmagent.content.sources import load_media
+    from mmagent.testing import silent_wav
+
+    if wave.open(str(speech_wav)).getnframes() / wave.open(str(speech_wav)).getframerate() > 30:
+        pytest.skip("the spoken clip is over 30 s")
+    other = tmp_path / "other.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(other), "The red ball is under the table."],
+                   check=True, capture_output=True)
+    clips = [load_media(speech_wav, expect="audio"), load_media(other, expect="audio"),
+             load_media(silent_wav(2.0), expect="audio")]
+    backend = WhisperASR(model=tiny_en)
+    batched = backend.batch(clips)
+    alone = [backend.transcribe(c) for c in clips]
+    assert [t.text for t in batched] == [t.text for t in alone]
+    assert "table" in batched[1].text.lower() and batched[2].text == ""
+    assert batched[0].segments and batched[0].segments[-1].end <= clips[0].duration + 1e-6
+    assert " ".join(s.text for s in batched[0].segments) == batched[0].text
+    with pytest.raises(InputError):
+        backend.batch(clips[:2], language="xx")
