@@ -5,7 +5,9 @@ hostile inputs each answered 4xx in OpenAI's error shape, the server still up af
 from __future__ import annotations
 
 import base64
+import io
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -482,3 +484,244 @@ def test_mmagent_serve_starts_and_requires_its_key(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+# -- backend models, tools, structured output ------------------------------------------------------------------
+
+
+def test_a_backend_model_answers_directly_and_streams(client):
+    """A backend model's id calls that backend without a graph (no pipeline trace), streaming too."""
+    reply = client.chat.completions.create(model="tiny-llm", messages=[{"role": "user", "content": "Hi there"}])
+    assert reply.choices[0].message.content == LLM_REPLY and reply.model == "tiny-llm"
+    assert reply.model_extra["mmagent"] == {"backend": "llm/scripted", "model": "tiny-llm"}
+    chunks = list(client.chat.completions.create(model="tiny-llm", stream=True,
+                                                 messages=[{"role": "user", "content": "Hi there"}]))
+    words = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
+    assert "".join(words) == LLM_REPLY and len(words) == len(LLM_REPLY.split())
+    vlm = client.chat.completions.create(model="tiny-vlm", messages=image_message("Colour?", png_data_url(2)))
+    assert vlm.choices[0].message.content == VLM_REPLY
+    with pytest.raises(openai.BadRequestError, match="does not read images"):
+        client.chat.completions.create(model="tiny-llm", messages=image_message("Colour?", png_data_url(2)))
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+                                            "parameters": {"type": "object",
+                                                           "properties": {"city": {"type": "string"}},
+                                                           "required": ["city"]}}}
+
+
+def test_tool_calls_round_trip_with_the_openai_sdk():
+    from mmagent.backends import ChatResult
+    from mmagent.testing import tool_call
+
+    llm = ScriptedLLM(replies=[tool_call("get_weather", city="Paris"), ChatResult("Sunny in Paris."),
+                               tool_call("get_weather", city="Oslo")], supports_tools=True, model="tiny-llm")
+    with running(create_app(toolbox=toolbox(llm=llm))) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
+        question = [{"role": "user", "content": "Weather in Paris?"}]
+        first = client.chat.completions.create(model="tools", messages=question, tools=[WEATHER])
+        ChatCompletion.model_validate(first.model_dump())
+        call = first.choices[0].message.tool_calls[0]
+        assert first.choices[0].finish_reason == "tool_calls" and first.choices[0].message.content is None
+        assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+        assert [t.name for t in llm.calls[0]["tools"]] == ["get_weather"]
+        assert llm.calls[0]["tools"][0].parameters["required"] == ["city"]
+        # the tool's result goes back; the model answers
+        second = client.chat.completions.create(model="tools", tools=[WEATHER], messages=[
+            *question, first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}])
+        assert second.choices[0].message.content == "Sunny in Paris."
+        sent = llm.calls[1]["messages"]
+        assert [m.role for m in sent] == ["user", "assistant", "tool"]
+        assert sent[1].tool_calls[0].arguments == {"city": "Paris"} and sent[2].tool_call_id == call.id
+        # streamed: the SDK's chunks carry the call
+        chunks = list(client.chat.completions.create(model="tiny-llm", messages=question, tools=[WEATHER],
+                                                     stream=True))
+        calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+        assert calls[0].function.name == "get_weather" and json.loads(calls[0].function.arguments) == {"city": "Oslo"}
+        assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_response_format_json_schema_through_extraction():
+    from mmagent.backends import ChatResult
+
+    schema = {"type": "object", "properties": {"total": {"type": "number", "description": "the amount paid"},
+                                               "shop": {"type": "string"}}, "required": ["total"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "receipt", "schema": schema}}
+    llm = ScriptedLLM(replies=[ChatResult("The total is 9.75."), ChatResult('{"total": "nine"}'),
+                               ChatResult('Here: {"total": 9.75, "shop": "Cafe"}')], model="tiny-llm")
+    with running(create_app(toolbox=toolbox(llm=llm))) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
+        reply = client.chat.completions.create(model="tools", response_format=fmt,
+                                               messages=image_message("What is the total?", png_data_url(3)))
+        assert json.loads(reply.choices[0].message.content) == {"total": 9.75, "shop": "Cafe"}
+        # the pipeline answered first (it read the receipt), then the schema was filled from that answer
+        extraction = llm.calls[1]["messages"]
+        assert "the amount paid" in extraction[0].content and "The total is 9.75." in extraction[1].content
+        assert "'nine' is not of type 'number'" in llm.calls[2]["messages"][-1].content  # the repair
+        llm.reply = '{"greeting": "hi"}'
+        json_object = client.chat.completions.create(model="tiny-llm", response_format={"type": "json_object"},
+                                                     messages=[{"role": "user", "content": "Say hi as JSON"}])
+        assert json.loads(json_object.choices[0].message.content) == {"greeting": "hi"}
+        assert "user: Say hi as JSON" in llm.calls[-1]["messages"][1].content  # the conversation, extracted
+        llm.reply = "no JSON here"
+        failed = httpx.post(f"{base}/v1/chat/completions", timeout=30, json={
+            "model": "tiny-llm", "response_format": fmt, "messages": [{"role": "user", "content": "total?"}]})
+        assert failed.status_code == 502 and failed.json()["error"]["code"] == "extraction_failed"
+        assert_up(base)
+
+
+# -- speech and images -----------------------------------------------------------------------------------------
+
+
+def test_speech_in_every_format():
+    from mmagent.testing import ScriptedTTS
+
+    with running(create_app(toolbox=toolbox(tts=ScriptedTTS(model="tiny-tts")))) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
+        wav = client.audio.speech.create(model="tts-1", voice="alloy", input="Hello there", response_format="wav")
+        assert wav.content[:4] == b"RIFF" and wav.response.headers["content-type"] == "audio/wav"
+        pcm = client.audio.speech.create(model="tiny-tts", voice="alloy", input="Hello", response_format="pcm")
+        assert len(pcm.content) == len(wav.content) - 44  # the frames without the header
+        if shutil.which("ffmpeg"):
+            mp3 = client.audio.speech.create(model="tts-1", voice="nova", input="Hello")  # mp3: the SDK's default
+            assert mp3.response.headers["content-type"] == "audio/mpeg"
+            assert mp3.content[:3] == b"ID3" or mp3.content[0] == 0xFF
+            opus = client.audio.speech.create(model="tts-1", voice="nova", input="Hello", response_format="opus")
+            assert opus.content[:4] == b"OggS"
+        for body, fragment in (({"input": ""}, "non-empty"), ({"input": "x" * 4097}, "4,096"),
+                               ({"input": "hi", "response_format": "ogg"}, "response_format"),
+                               ({"input": "hi", "speed": 2}, "speed"), ({"input": "hi", "model": "tiny-llm"}, "tts")):
+            response = httpx.post(f"{base}/v1/audio/speech", json={"model": "tts-1", "voice": "alloy", **body},
+                                  timeout=30)
+            assert response.status_code == 400 and fragment in response.json()["error"]["message"], response.text
+    with running(create_app(toolbox=toolbox())) as base:  # no tts backend here
+        response = httpx.post(f"{base}/v1/audio/speech", json={"model": "tts-1", "input": "hi"}, timeout=30)
+        assert response.status_code == 503 and response.json()["error"]["code"] == "backend_unavailable"
+
+
+def test_images_as_b64_json():
+    from PIL import Image
+
+    from mmagent.testing import ScriptedImageGen
+
+    with running(create_app(toolbox=toolbox(image_gen=ScriptedImageGen(model="tiny-diffusion")))) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
+        result = client.images.generate(model="dall-e-2", prompt="a red disc", n=2, size="64x96",
+                                        response_format="b64_json", extra_body={"seed": 40})
+        images = [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in result.data]
+        assert [im.size for im in images] == [(64, 96), (64, 96)]
+        assert [im.getpixel((0, 0))[0] for im in images] == [40, 41]  # seed, seed + 1
+        assert client.images.generate(model="tiny-diffusion", prompt="x", size="64x64").data[0].b64_json
+        for body, fragment in (({"response_format": "url"}, "b64_json"), ({"size": "1001x1000"}, "multiple of 8"),
+                               ({"n": 9}, "'n'"), ({"prompt": ""}, "prompt")):
+            response = httpx.post(f"{base}/v1/images/generations", json={"prompt": "x", **body}, timeout=30)
+            assert response.status_code == 400 and fragment in response.json()["error"]["message"], response.text
+
+
+# -- batching, timeouts, cancellation ---------------------------------------------------------------------------
+
+
+class BatchingLLM(ScriptedLLM):
+    """Echoes each conversation's question; records the size of every `batch` call. A question with
+    'boom' in it fails whatever batch it is in."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.sizes: list[int] = []
+        self.lock = threading.Lock()
+
+    def chat(self, messages, **kw):
+        return ChatResult_(self.batch([messages], **kw)[0])
+
+    def batch(self, requests, *, max_tokens=256, temperature=0.0, stop=None):
+        with self.lock:
+            self.sizes.append(len(requests))
+        time.sleep(0.2)  # a model's forward pass: calls arriving meanwhile form the next batch
+        texts = [m[-1].content if isinstance(m[-1].content, str) else "" for m in requests]
+        if any("boom" in t for t in texts):
+            from mmagent.errors import InputError
+
+            raise InputError("boom is not a question")
+        return [f"echo: {t}" for t in texts]
+
+
+def ChatResult_(text):
+    from mmagent.backends import ChatResult
+
+    return ChatResult(text)
+
+
+def test_concurrent_requests_are_answered_in_batches_each_with_its_own_answer():
+    llm = BatchingLLM(model="tiny-llm")
+    app = create_app(toolbox=toolbox(llm=llm), max_concurrency=16, max_batch_size=8, batch_wait_s=0.05)
+    assert set(app.state.batchers) == {"llm", "embed"}  # the roles whose backends can batch here
+    with running(app) as base:
+        def ask(i):
+            text = f"question {i}" if i != 5 else "boom"
+            return httpx.post(f"{base}/v1/chat/completions", timeout=60, json={
+                "model": "tiny-llm", "messages": [{"role": "user", "content": text}]})
+
+        threads, answers = [], {}
+        for i in range(12):
+            threads.append(threading.Thread(target=lambda i=i: answers.__setitem__(i, ask(i))))
+            threads[-1].start()
+        for t in threads:
+            t.join(60)
+    assert answers[5].status_code == 400 and "boom" in answers[5].json()["error"]["message"]
+    for i in set(range(12)) - {5}:
+        assert answers[i].status_code == 200
+        assert answers[i].json()["choices"][0]["message"]["content"] == f"echo: question {i}"
+    batched = app.state.batchers["llm"].batches
+    assert sum(batched) >= 12 and max(batched) > 1, batched  # several calls shared a forward pass
+    assert max(llm.sizes) <= 8
+
+
+def test_no_batching_with_max_batch_size_1():
+    app = create_app(toolbox=toolbox(llm=BatchingLLM(model="tiny-llm")), max_batch_size=1)
+    assert app.state.batchers == {}
+
+
+class SlowLLM(ScriptedLLM):
+    """Streams 40 words, one every 50 ms, counting what it produced."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.produced = 0
+
+    def chat(self, messages, **kw):
+        time.sleep(1.5)
+        return ChatResult_("late")
+
+    def stream(self, messages, **kw):
+        for i in range(40):
+            time.sleep(0.05)
+            self.produced += 1
+            yield f"w{i} "
+
+
+def test_a_request_past_the_timeout_is_504_and_its_slot_comes_back():
+    with running(create_app(toolbox=toolbox(llm=SlowLLM(model="tiny-llm")), timeout_s=0.5,
+                            max_concurrency=1)) as base:
+        response = httpx.post(f"{base}/v1/chat/completions", timeout=30, json={
+            "model": "tiny-llm", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
+        assert "0.5 s" in response.json()["error"]["message"]
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{base}/health", timeout=10).json()["running"] and time.monotonic() < deadline:
+            time.sleep(0.05)  # the model call finishes (a thread cannot be killed), then the slot is free
+        assert httpx.get(f"{base}/health", timeout=10).json()["running"] == 0
+
+
+def test_a_client_that_leaves_a_stream_stops_the_run():
+    llm = SlowLLM(model="tiny-llm")
+    with running(create_app(toolbox=toolbox(llm=llm))) as base:
+        with httpx.stream("POST", f"{base}/v1/chat/completions", timeout=30, json={
+                "model": "tiny-llm", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as response:
+            lines = response.iter_lines()
+            assert any("w1" in line for line in lines)  # streaming has begun; now the client goes away
+        time.sleep(1.0)
+        stopped_at = llm.produced
+        time.sleep(0.5)
+        assert llm.produced == stopped_at < 40  # nothing more was generated for nobody
+        assert httpx.get(f"{base}/health", timeout=10).json()["running"] == 0

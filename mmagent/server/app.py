@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..config import PathSettings, Settings, load_settings
-from ..errors import BackendError, BackendNotFoundError, InputError, PromptTooLongError, one_line
+from ..errors import BackendError, BackendNotFoundError, InputError, MMAgentError, PromptTooLongError, one_line
 from ..toolbox import Toolbox
 from . import chat, media, transcripts
 from .chat import Catalog, ModelNotFound
@@ -228,7 +228,9 @@ def create_app(settings: Settings | None = None, toolbox: Toolbox | None = None,
         status, body = classify(exc)
         return JSONResponse(body, status_code=status)
 
-    for kind in (InputError, BackendError, ModelNotFound, RequestTimeout):
+    # mmagent's own errors are answered here; anything else reaches Starlette's last-resort
+    # handler, which answers the same 500 JSON and logs the traceback (server side only)
+    for kind in (MMAgentError, ModelNotFound, RequestTimeout):
         app.add_exception_handler(kind, _any)
 
     def start(produce, name: str) -> Job:
