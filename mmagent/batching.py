@@ -88,7 +88,8 @@ class Batcher:
                 if not self._running and self._pending and ready:
                     self._flush_locked()
                     continue
-                self._cond.wait(timeout=max(self.linger / 4, 0.001))
+                bound = self.linger if self.max_wait is None else min(self.linger, self.max_wait)
+                self._cond.wait(timeout=max(bound / 4, 0.001))
         if call.error is not None:
             raise call.error
         return call.result
