@@ -83,9 +83,9 @@ class Batcher:
             self._cond.notify_all()
             while not call.done.is_set():
                 now = time.monotonic()
-                ready = len(self._pending) >= self._target() or now - self._last_arrival >= self.linger or \
-                    (self.max_wait is not None and now - self._pending[0].arrived >= self.max_wait)
-                if not self._running and self._pending and ready:
+                if not self._running and self._pending and (
+                        len(self._pending) >= self._target() or now - self._last_arrival >= self.linger or
+                        (self.max_wait is not None and now - self._pending[0].arrived >= self.max_wait)):
                     self._flush_locked()
                     continue
                 bound = self.linger if self.max_wait is None else min(self.linger, self.max_wait)

@@ -131,7 +131,8 @@ class TransformersChat(ChatModel):
         text = "".join(self._stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop,
                                     logits_processor=processors, counts=counts))
         finish = "length" if counts.get("new_tokens", 0) >= max_tokens and not counts.get("ended") else "stop"
-        return ChatResult(text=text.strip(), finish_reason=finish)
+        usage = {"prompt_tokens": counts.get("prompt_tokens", 0), "completion_tokens": counts.get("new_tokens", 0)}
+        return ChatResult(text=text.strip(), finish_reason=finish, usage=usage)
 
     def _chat_with_tools(self, messages: Sequence[Message], tools: Sequence[ToolSpec], *, max_tokens: int,
                          temperature: float, stop: Sequence[str] | None,
@@ -178,6 +179,7 @@ class TransformersChat(ChatModel):
                     out = model.generate(**kwargs)
                 if counts is not None:
                     new = out[0, prompt_length:].tolist()
+                    counts["prompt_tokens"] = prompt_length
                     counts["new_tokens"] = len(new)
                     counts["ended"] = bool(new) and new[-1] in _stop_ids(tokenizer, model)
             except BaseException as exc:  # surfaced to the caller below
