@@ -90,12 +90,23 @@ def _is_ip_literal(host: Any) -> bool:
 def no_network(monkeypatch):
     """Every hostile URL must be refused before connecting: any connect fails the test, and so does
     any name lookup that could leave the machine (IP literals and 'localhost' resolve locally)."""
+    yield from guard_network(monkeypatch)
+
+
+def guard_network(monkeypatch, allowed=lambda address: False):
+    """Patch sockets so that a connect (unless `allowed(address)`) or a non-local name lookup is
+    recorded and fails; yields the attempts and asserts there were none."""
     attempts: list[Any] = []
+    real = {"connect": socket.socket.connect, "connect_ex": socket.socket.connect_ex}
     real_getaddrinfo = socket.getaddrinfo
 
-    def connect(self, address, *args):
-        attempts.append(address)
-        raise AssertionError(f"a hostile-input test tried to connect to {address!r}")
+    def guarded(name):
+        def connect(self, address, *args):
+            if allowed(address):
+                return real[name](self, address, *args)
+            attempts.append(address)
+            raise AssertionError(f"a hostile-input test tried to connect to {address!r}")
+        return connect
 
     def getaddrinfo(host, *args, **kwargs):
         if host != "localhost" and not _is_ip_literal(host):
@@ -103,8 +114,8 @@ def no_network(monkeypatch):
             raise AssertionError(f"a hostile-input test tried to resolve {host!r}")
         return real_getaddrinfo(host, *args, **kwargs)
 
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect)
+    for name in real:
+        monkeypatch.setattr(socket.socket, name, guarded(name))
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     yield attempts
     assert not attempts, f"network attempted: {attempts}"

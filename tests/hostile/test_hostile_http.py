@@ -20,7 +20,6 @@ import mimetypes
 import os
 import re
 import shutil
-import socket
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -36,7 +35,7 @@ pytest.importorskip("uvicorn")
 from mmagent.config import load_settings  # noqa: E402
 from mmagent.content.sniff import AUDIO_FORMAT_OF, AUDIO_FORMATS  # noqa: E402
 from mmagent.server import create_app  # noqa: E402
-from tests.test_hostile_inputs import CASES, CORPUS, _is_ip_literal, all_files, substitute  # noqa: E402
+from tests.test_hostile_inputs import CASES, CORPUS, all_files, guard_network, substitute  # noqa: E402
 from tests.test_server import running, toolbox  # noqa: E402
 
 #: The error code each typed error is answered with (docs/serving.md, "Errors").
@@ -106,36 +105,8 @@ def client():
 def no_network(servers, monkeypatch):
     """Like tests/test_hostile_inputs.py: any connect or non-local name lookup fails the test, except
     a connect to exactly one of the test servers (the client shares this process with them)."""
-    attempts: list[Any] = []
-    real_connect, real_connect_ex, real_getaddrinfo = socket.socket.connect, socket.socket.connect_ex, \
-        socket.getaddrinfo
-
-    def allowed(address) -> bool:
-        return isinstance(address, tuple) and tuple(address[:2]) in servers.addresses
-
-    def connect(self, address, *args):
-        if allowed(address):
-            return real_connect(self, address, *args)
-        attempts.append(address)
-        raise AssertionError(f"a hostile-input request tried to connect to {address!r}")
-
-    def connect_ex(self, address, *args):
-        if allowed(address):
-            return real_connect_ex(self, address, *args)
-        attempts.append(address)
-        raise AssertionError(f"a hostile-input request tried to connect to {address!r}")
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host != "localhost" and not _is_ip_literal(host):
-            attempts.append(host)
-            raise AssertionError(f"a hostile-input request tried to resolve {host!r}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield attempts
-    assert not attempts, f"network attempted: {attempts}"
+    yield from guard_network(
+        monkeypatch, allowed=lambda address: isinstance(address, tuple) and tuple(address[:2]) in servers.addresses)
 
 
 @pytest.fixture
