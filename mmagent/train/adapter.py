@@ -1,8 +1,11 @@
 """LLaVA-recipe adapter training into a frozen LLM, producing a transformers LLaVA folder.
 
-Frozen vision encoder (from `train_encoder`) + frozen SmolLM2-135M-Instruct; only the projector
-(LLaVA's 2-layer MLP, or a linear one) learns: stage 1 on captioning (the full description),
-stage 2 on question answering. The loss covers the answer tokens only, and the LM head runs on
+Frozen vision encoder (mmagent's own from `train_encoder`, or a pretrained CLIP / SigLIP /
+DINOv2: `mmagent.train.vision`) + frozen SmolLM2-135M-Instruct; the projector (LLaVA's 2-layer
+MLP, a linear one, or a query adapter) learns, with LoRA on the LLM from stage 2: stage 1 on
+captioning, stage 2 on question answering, stage 3 on every question type equally often. The
+data is the scene world's (generated) or the user's own (`recipe.data`:
+`mmagent.train.user_data`), held out by image. The loss covers the answer tokens only, and the LM head runs on
 those positions only (left padding puts every answer at the end). The result is a
 `LlavaForConditionalGeneration` + `LlavaProcessor` folder that the `vlm` plugin loads like any
 other model; `export_small` keeps only what was trained here (encoder + projector, a few MB).
@@ -13,15 +16,17 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..errors import InputError
 from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT, QA_SYSTEM
 from .loop import TrainableState, batch_indices, logged_seconds, run_loop, warmup_cosine
-from .scene_data import IMAGE_SIZE, MEAN, SIZED, STD, make_scenes
+from .scene_data import SIZED, make_scenes
+from .vision import Tower, load_tower, preprocess, unfreeze_last
 
 IMAGE_TOKEN = "<image>"
 QA_TYPES = ("existence", "colour", "shape", "count", "position", "comparison")
@@ -54,15 +59,25 @@ class AdapterRecipe:
     lr: float | None = None  # the projector's; None: 3e-5 from a grounded start (mlp), else 1e-3
     checkpoint_every: int = 25
     llm: str = "smollm2-135m-instruct"
+    #: a pretrained CLIP / SigLIP / DINOv2 (HF id or folder) instead of mmagent's own encoder
+    vision_encoder: str | None = None
+    unfreeze_vision_layers: int = 0  # > 0: the tower's last layers train too (at vision_lr)
+    vision_lr: float = 1e-5
+    #: the user's data (JSONL, an image folder with metadata, a `datasets` source); None: scenes
+    data: str | None = None
+    val: str | None = None  # a held-out source of its own; else val_fraction of the images
+    val_fraction: float = 0.1
+    device: str = "auto"  # auto: CUDA when there is one (bf16 autocast there), else CPU
 
 
-def build_llava(encoder_dir: Path, recipe: AdapterRecipe):
-    """Assemble (model, processor): the trained encoder, a fresh projector, SmolLM2 with <image>."""
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessorPil, CLIPVisionModel,
-                              LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor)
+def build_llava(encoder: Path | Tower | None, recipe: AdapterRecipe):
+    """Assemble (model, processor): the vision tower (`encoder`: a `train_encoder` folder, a loaded
+    `Tower`, or None with `recipe.vision_encoder`), a fresh projector, SmolLM2 with <image>."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     from mmagent.zoo import get_zoo
 
+    tower = encoder if isinstance(encoder, Tower) else load_tower(encoder, recipe.vision_encoder)
     zoo = get_zoo()
     llm_dir = zoo.ensure(recipe.llm) if recipe.llm in zoo.specs else Path(recipe.llm)
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
@@ -73,56 +88,57 @@ def build_llava(encoder_dir: Path, recipe: AdapterRecipe):
     with torch.no_grad():  # new rows (<image>) = the mean embedding: deterministic, so a rebuild is exact
         for table in {id(t): t for t in (llm.get_input_embeddings(), llm.get_output_embeddings())}.values():
             table.weight[old_rows:] = table.weight[:old_rows].mean(0)
-    vision = _quietly(CLIPVisionModel.from_pretrained, encoder_dir / "vision")  # drops the contrastive head
+    vision = tower.model
     common = dict(vision_config=vision.config, text_config=llm.config,
                   image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                  vision_feature_select_strategy="default", vision_feature_layer=-1)
+                  vision_feature_select_strategy=tower.strategy, vision_feature_layer=-1)
     if recipe.projector in ("mlp", "linear"):
-        patch_size = vision.config.patch_size  # one image token per patch
+        patch_size = tower.patch_size  # one image token per patch
         config = LlavaConfig(**common, projector_hidden_act="gelu" if recipe.projector == "mlp" else "linear",
-                             image_seq_length=(IMAGE_SIZE // patch_size) ** 2)
+                             image_seq_length=tower.patches)
         model = LlavaForConditionalGeneration(config)
     else:
         from .arch import QueryAdapterConfig, QueryAdapterLlava, register_architectures
 
         side = math.isqrt(recipe.num_queries)
-        if side * side != recipe.num_queries or IMAGE_SIZE % side:
-            raise InputError(f"num_queries must be a square whose root divides {IMAGE_SIZE} (1, 4, 16, 64)")
+        if side * side != recipe.num_queries or tower.image_size % side:
+            raise InputError(f"num_queries must be a square whose root divides the image size {tower.image_size} "
+                             f"(1, 4, 16, 64)")
         register_architectures()
-        patch_size = IMAGE_SIZE // side  # the processor's patch grid = the query count
+        patch_size = tower.image_size // side  # the processor's patch grid = the query count
         config = QueryAdapterConfig(**common, projector_type=recipe.projector, num_queries=recipe.num_queries,
                                     image_seq_length=recipe.num_queries)
         model = QueryAdapterLlava(config)
     model.model.vision_tower.load_state_dict(vision.state_dict())
     model.model.language_model.load_state_dict(llm.model.state_dict())
     model.lm_head.load_state_dict(llm.lm_head.state_dict())
-    image_processor = CLIPImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_center_crop=False,
-                                            image_mean=list(MEAN), image_std=list(STD), resample=3)
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=CHAT_TEMPLATE)
+    processor = LlavaProcessor(image_processor=tower.image_processor, tokenizer=tokenizer, patch_size=patch_size,
+                               vision_feature_select_strategy=tower.strategy,
+                               num_additional_image_tokens=tower.extra_tokens, chat_template=CHAT_TEMPLATE)
     for name, param in model.named_parameters():
         param.requires_grad = name.startswith("model.multi_modal_projector")
+    if recipe.unfreeze_vision_layers:
+        unfreeze_last(model.model.vision_tower, recipe.unfreeze_vision_layers)
     return model, processor
 
 
-def _quietly(load, *args, **kwargs):
-    """`load(...)` without transformers' report of the weights it leaves out (expected here)."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        return load(*args, **kwargs)
-    finally:
-        hf_logging.set_verbosity(level)
+def image_tokens(processor) -> int:
+    """How many <image> tokens one image becomes (the processor's own rule)."""
+    ip = processor.image_processor
+    crop, size = getattr(ip, "crop_size", None), getattr(ip, "size", None) or {}
+    if getattr(ip, "do_center_crop", False) and isinstance(crop, dict) and crop.get("height"):
+        side = crop["height"]
+    else:
+        side = size.get("height") or size.get("shortest_edge")
+    drop = 1 if processor.vision_feature_select_strategy == "default" else 0
+    return (side // processor.patch_size) ** 2 + processor.num_additional_image_tokens - drop
 
 
 def _prompt(processor, system: str | None, text: str) -> str:
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]})
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    return prompt.replace(IMAGE_TOKEN, IMAGE_TOKEN * (IMAGE_SIZE // processor.patch_size) ** 2)
+    return prompt.replace(IMAGE_TOKEN, IMAGE_TOKEN * image_tokens(processor))
 
 
 @dataclass(frozen=True)
@@ -134,29 +150,41 @@ class Example:
     type: str
 
 
-def examples(scenes, kind: str) -> list[Example]:
-    """Stage 1 ("caption"): a short caption and the full description of every scene. Stage 2
-    ("mixed"): every question of the trained types, half with the adapter graph's system prompt
-    and half with a one-word suffix, so the model answers the graph and plain users alike, plus a
-    quarter of the captions. Stage 3 ("balanced"): the same with every type equally often."""
+def stage_examples(captions: list[Example], questions: list[Example], kind: str,
+                   types: tuple[str, ...] | None = None) -> list[Example]:
+    """Stage 1 ("caption"): the captions. Stage 2 ("mixed"): every question, half with the
+    adapter graph's system prompt and half without (a quarter of those with a one-word suffix
+    when the answer is one word), so the model answers the graph and plain users alike, plus a
+    quarter of the captions. Stage 3 ("balanced"): the same with every type equally often.
+    `questions` carry the plain question text (system None); `types`: the order of the types."""
     if kind == "caption":
-        return [Example(i, None, prompt, text, kind) for i, s in enumerate(scenes)
-                for prompt, text in ((CAPTION_PROMPT, s.caption), (DESCRIBE_PROMPT, s.description))]
+        return list(captions)
     if kind == "balanced":  # the mixed set with every QA type repeated up to the most common one's size
-        mixed = examples(scenes, "mixed")
-        by_type = [[e for e in mixed if e.type == t] for t in QA_TYPES]
-        most = max(map(len, by_type))
+        mixed = stage_examples(captions, questions, "mixed", types)
+        order = types or tuple(dict.fromkeys(q.type for q in questions))
+        by_type = [[e for e in mixed if e.type == t] for t in order]
+        most = max(map(len, by_type), default=0)
         return [e for e in mixed if e.type == "caption"] + [v[i % len(v)] for v in by_type if v for i in range(most)]
-    items, n = [], 0
-    if kind == "mixed":  # stage 2 keeps a quarter of the captions, so the model still captions after LoRA
-        items = examples(scenes, "caption")[::4]
-    for i, s in enumerate(scenes):
-        for q in s.questions:
-            if q.type in QA_TYPES:
-                items.append(Example(i, QA_SYSTEM if n % 2 == 0 else None,
-                                     q.question + (SUFFIX if n % 4 in (1, 2) else ""), q.answer, q.type))
-                n += 1
+    items = list(captions[::4])  # stage 2 keeps a quarter of the captions, so the model still captions
+    for n, q in enumerate(questions):
+        suffix = SUFFIX if n % 4 in (1, 2) and len(q.answer.split()) == 1 else ""
+        items.append(Example(q.scene, QA_SYSTEM if n % 2 == 0 else None, q.text + suffix, q.answer, q.type))
     return items
+
+
+def scene_captions(scenes) -> list[Example]:
+    return [Example(i, None, prompt, text, "caption") for i, s in enumerate(scenes)
+            for prompt, text in ((CAPTION_PROMPT, s.caption), (DESCRIBE_PROMPT, s.description))]
+
+
+def scene_questions(scenes) -> list[Example]:
+    return [Example(i, None, q.question, q.answer, q.type) for i, s in enumerate(scenes) for q in s.questions
+            if q.type in QA_TYPES]
+
+
+def examples(scenes, kind: str) -> list[Example]:
+    """The scene world's examples of a stage ("caption", "mixed", "balanced": `stage_examples`)."""
+    return stage_examples(scene_captions(scenes), scene_questions(scenes), kind, QA_TYPES)
 
 
 def eval_examples(scenes) -> list[Example]:
@@ -201,10 +229,13 @@ def answer_loss(model, pixels, ids, mask, labels, keep) -> torch.Tensor:
 
 @torch.no_grad()
 def patch_features(model, pixels: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """The frozen encoder's patch tokens (N, patches, hidden), as LLaVA's "default" strategy feeds them."""
+    """The frozen encoder's patch tokens (N, patches, hidden), as LLaVA's select strategy feeds them
+    ("default" drops the CLS token in front)."""
     tower = model.model.vision_tower
-    return torch.cat([tower(pixel_values=pixels[i:i + batch], output_hidden_states=True).hidden_states[-1][:, 1:]
-                      for i in range(0, len(pixels), batch)])
+    drop = 1 if model.config.vision_feature_select_strategy == "default" else 0
+    device = next(tower.parameters()).device
+    return torch.cat([tower(pixel_values=pixels[i:i + batch].to(device), output_hidden_states=True)
+                      .hidden_states[-1][:, drop:].float().cpu() for i in range(0, len(pixels), batch)])
 
 
 @torch.no_grad()
@@ -269,44 +300,116 @@ def ground_projector(model, tokenizer, data, *, probe_steps: int = 300) -> dict:
 
 
 @torch.no_grad()
-def evaluate_qa(model, processor, scenes, pixels, *, limit: int | None = None, batch_size: int = 16) -> dict:
-    """Greedy answers to held-out questions, asked as the adapter graph asks; accuracy per type."""
+def evaluate_qa(model, processor, items: list[Example], pixels, *, limit: int | None = None, batch_size: int = 16,
+                score=None) -> dict:
+    """Greedy answers to held-out questions (`items`, each asked with its own system prompt);
+    accuracy per type. `score(reply, answer, type)`: the scene scorer by default."""
     from ..scenes.scoring import is_correct
 
+    score = score or is_correct
     model.eval()
     tok = processor.tokenizer
     tok.padding_side = "left"
-    items = eval_examples(scenes)[:limit]
+    items = items[:limit]
+    device = next(model.parameters()).device
+    longest = max((len(tok(e.answer, add_special_tokens=False)["input_ids"]) for e in items), default=1)
     correct: dict[str, list[int]] = {}
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
         enc = tok([_prompt(processor, e.system, e.text) for e in batch], return_tensors="pt", padding=True,
-                  add_special_tokens=False)
-        out = model.generate(**enc, pixel_values=pixels[[e.scene for e in batch]], max_new_tokens=4,
-                             do_sample=False, pad_token_id=tok.pad_token_id)
+                  add_special_tokens=False).to(device)
+        with _autocast(device):
+            out = model.generate(**enc, pixel_values=pixels[[e.scene for e in batch]].to(device),
+                                 max_new_tokens=max(4, longest + 2), do_sample=False, pad_token_id=tok.pad_token_id)
         replies = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         for item, reply in zip(batch, replies):
-            correct.setdefault(item.type, []).append(int(is_correct(reply, item.answer, item.type)))
+            correct.setdefault(item.type, []).append(int(score(reply, item.answer, item.type)))
     model.train()
     return {t: round(sum(v) / len(v), 4) for t, v in sorted(correct.items())} | {
         "questions": sum(len(v) for v in correct.values())}
 
 
-def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume: bool = False,
-                  quiet: bool = False) -> dict:
-    torch.manual_seed(recipe.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    model, processor = build_llava(encoder_dir, recipe)
-    grounded = recipe.projector == "mlp" and model.config.text_config.hidden_size >= len(SIZED)
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA (mixed precision); nothing on the CPU (float32, as the shipped model)."""
+    import contextlib
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class AdapterData:
+    """What a training run reads: preprocessed pixels, the examples of each stage (indices into
+    `pixels`), the held-out questions (indices into `eval_pixels`) and how to score a reply."""
+
+    pixels: torch.Tensor
+    eval_pixels: torch.Tensor
+    captions: list[Example]
+    questions: list[Example]
+    eval_items: list[Example]
+    types: tuple[str, ...]
+    score: Any = None  # None: the scene scorer
+    grounding: Any = None  # SceneTensors for the grounded MLP start (the scene world, own encoder)
+    calibration_pixels: torch.Tensor | None = None
+    summary: dict = field(default_factory=dict)
+
+
+def scene_data(recipe: AdapterRecipe, tower: Tower, grounded: bool) -> AdapterData:
+    """The scene world: training, held-out and calibration scenes of the recipe's seed."""
     start = make_scenes(f"calibrate-{recipe.seed}", recipe.probe_scenes if grounded else 256)
-    if grounded:  # the probe needs the MLP's hidden layer; the others only calibrate
-        calibration = ground_projector(model, processor.tokenizer, start)
-    else:
-        calibration = calibrate_projector(model, patch_features(model, start.pixels))
-    projector_lr = recipe.lr if recipe.lr is not None else (3e-5 if grounded else 1e-3)
     train = make_scenes(f"adapter-train-{recipe.seed}", recipe.train_scenes)
     held_out = make_scenes(f"heldout-{recipe.seed}", recipe.eval_scenes)
-    stages = [("caption", recipe.caption_steps), ("qa", recipe.qa_steps), ("focus", recipe.focus_steps)]
+    if not tower.own:  # scene tensors are preprocessed for mmagent's encoder; others have their own processor
+        from ..scenes import render
+
+        for data in (start, train, held_out):
+            data.pixels = preprocess(tower, [render(s) for s in data.scenes])
+    return AdapterData(train.pixels, held_out.pixels, scene_captions(train.scenes), scene_questions(train.scenes),
+                       eval_examples(held_out.scenes), QA_TYPES, grounding=start if grounded else None,
+                       calibration_pixels=start.pixels,
+                       summary={"data": "scene world", "train_images": recipe.train_scenes,
+                                "eval_images": recipe.eval_scenes})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device {name}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: this machine has no CUDA device")
+    return device
+
+
+def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *, resume: bool = False,
+                  quiet: bool = False) -> dict:
+    """Train the adapter (and LoRA) on the scene world or on `recipe.data`; evaluate on held-out
+    images; save `out/model` (a LLaVA folder), `out/metrics.json` and, for mmagent's own encoder,
+    the small export `out/small`."""
+    torch.manual_seed(recipe.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    device = resolve_device(recipe.device)
+    tower = load_tower(encoder_dir, recipe.vision_encoder)
+    model, processor = build_llava(tower, recipe)
+    grounded = (recipe.projector == "mlp" and tower.own and recipe.data is None
+                and model.config.text_config.hidden_size >= len(SIZED))
+    if recipe.data is not None:
+        from .user_data_adapter import user_data
+
+        data = user_data(recipe, tower)
+    else:
+        data = scene_data(recipe, tower, grounded)
+    if grounded:  # the probe needs the MLP's hidden layer and the scenes' truth; the others only calibrate
+        calibration = ground_projector(model, processor.tokenizer, data.grounding)
+    else:
+        calibration = calibrate_projector(model, patch_features(model, data.calibration_pixels[:256]))
+    model.to(device)
+    projector_lr = recipe.lr if recipe.lr is not None else (3e-5 if grounded else 1e-3)
+    stages = [("caption", recipe.caption_steps if data.captions else 0), ("qa", recipe.qa_steps),
+              ("focus", recipe.focus_steps)]
     timings, lora = {}, None
     for stage, steps in stages:
         if steps <= 0:
@@ -314,18 +417,24 @@ def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume
         if stage != "caption" and recipe.lora_rank > 0 and lora is None:
             lora = add_lora(model, recipe.lora_rank, recipe.lora_modules)
         trainable = TrainableState(model)
-        items = examples(train.scenes, {"qa": "mixed", "focus": "balanced"}.get(stage, stage))
-        groups = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n],
+        items = stage_examples(data.captions, data.questions, {"qa": "mixed", "focus": "balanced"}.get(stage, stage),
+                               data.types)
+        if not items:
+            continue
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for n, p in named if "lora_" not in n and "vision_tower" not in n],
                    "lr": projector_lr},
-                  {"params": [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n],
-                   "lr": recipe.lora_lr}]
+                  {"params": [p for n, p in named if "lora_" in n], "lr": recipe.lora_lr},
+                  {"params": [p for n, p in named if "vision_tower" in n], "lr": recipe.vision_lr}]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
         scheduler = warmup_cosine(optimizer, steps, 0.1)
 
         def step(i: int, items=items, optimizer=optimizer, stage=stage) -> dict:
             batch = [items[j] for j in batch_indices(i, len(items), recipe.batch_size, recipe.seed + len(stage))]
             ids, mask, labels, keep = encode_batch(processor, batch)
-            loss = answer_loss(model, train.pixels[[b.scene for b in batch]], ids, mask, labels, keep)
+            with _autocast(device):
+                loss = answer_loss(model, data.pixels[[b.scene for b in batch]].to(device), ids.to(device),
+                                   mask.to(device), labels.to(device), keep)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -339,13 +448,14 @@ def train_adapter(encoder_dir: Path, out: Path, recipe: AdapterRecipe, *, resume
         lora.save_pretrained(out / "lora")
         model = lora.merge_and_unload()
     t0 = time.perf_counter()
-    metrics = evaluate_qa(model, processor, held_out.scenes, held_out.pixels)
+    metrics = evaluate_qa(model, processor, data.eval_items, data.eval_pixels, score=data.score)
     metrics.update(timings, calibration=calibration, eval_seconds=round(time.perf_counter() - t0, 1),
-                   recipe=asdict(recipe))
-    model.save_pretrained(out / "model")
+                   device=str(device), data=data.summary, recipe=asdict(recipe))
+    model.to("cpu").save_pretrained(out / "model")
     processor.save_pretrained(out / "model")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    export_small(model, encoder_dir, recipe, metrics, out / "small", lora_dir=out / "lora" if lora else None)
+    if tower.own and recipe.unfreeze_vision_layers == 0:
+        export_small(model, encoder_dir, recipe, metrics, out / "small", lora_dir=out / "lora" if lora else None)
     return metrics
 
 
