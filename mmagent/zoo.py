@@ -14,6 +14,10 @@ killed `models prepare` (`.<name>.partial-*`) are removed when the zoo next buil
 model: at once when no build holds their lock, else after an hour. Entries whose files are
 symlinks into a package (a wheel in a virtual environment) are rebuilt, re-resolving the links,
 when that environment is gone.
+
+Models the user adds by name (`mmagent models add NAME PATH`: a trained model folder, copied into
+the zoo) are listed in `<root>/.user-models.json` and join `specs` like any plugin's
+(`mmagent.user_models`); they are never rebuilt, only added again.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class ModelSpec:
     available: Callable[[], bool] = field(default=lambda: True, compare=False)
     #: A one-line install hint shown when unavailable.
     install_hint: str = ""
+    #: The folder a user model was copied from (`mmagent models add`); None for plugins' models.
+    added_from: str | None = None
 
 
 class Reporter:
@@ -82,12 +88,29 @@ class Zoo:
         """A zoo at `root` holding every model the plugins register (failures recorded per plugin)."""
         zoo = cls(Path(root))
         plugins.collect("register_models", lambda spec, _owner: zoo.add(spec), lambda spec: f"model {spec.name}")
+        from .user_models import load_user_models
+
+        load_user_models(zoo)
         return zoo
 
     def add(self, spec: ModelSpec) -> None:
         if spec.name in self.specs:
             raise MMAgentError(f"model '{spec.name}' is already registered")
         self.specs[spec.name] = spec
+
+    def add_user_model(self, name: str, path: str | os.PathLike, *, role: str | None = None,
+                       description: str | None = None, force: bool = False) -> ModelSpec:
+        """Copy the model folder `path` into the zoo as `name` and record it (see
+        `mmagent.user_models.add_user_model`)."""
+        from .user_models import add_user_model
+
+        return add_user_model(self, name, path, role=role, description=description, force=force)
+
+    def remove_user_model(self, name: str) -> None:
+        """Forget a model added with `add_user_model` and delete its copy."""
+        from .user_models import remove_user_model
+
+        remove_user_model(self, name)
 
     def spec(self, name: str) -> ModelSpec:
         try:
@@ -109,10 +132,12 @@ class Zoo:
         return "ready" if _check_manifest(folder, verify) else "corrupt"
 
     def prepare(self, name: str, force: bool = False, report: Reporter | None = None) -> Path:
-        """Make the model ready (idempotent); returns its folder. Verifies checksums if present."""
+        """Make the model ready (idempotent); returns its folder. Verifies checksums if present.
+        A user model is never rebuilt (`force` only verifies it): it is added again instead."""
         spec = self.spec(name)
         folder = self.path(name)
-        if not force and (folder / MANIFEST).is_file() and _check_manifest(folder, verify=True):
+        if ((not force or spec.added_from is not None) and (folder / MANIFEST).is_file()
+                and _check_manifest(folder, verify=True)):
             return folder
         if not spec.available():
             raise ModelUnavailableError(f"model '{name}' cannot be built: {spec.source} is not installed. "

@@ -170,7 +170,7 @@ def whisper_checkpoint(model: str, cache_dir: Path | None = None) -> str:
         from mmagent.zoo import get_zoo
 
         return str(get_zoo().ensure(zoo_name) / "model.pt")
-    path = Path(model).expanduser()
+    path = _zoo_folder(model) or Path(model).expanduser()
     if path.is_file():
         return str(path)
     if path.is_dir() and (path / "model.bin").is_file():
@@ -199,11 +199,20 @@ def faster_whisper_dir(model: str, cache_dir: Path | None = None) -> str:
     """
     zoo_name = _zoo_name("faster-whisper-", model)
     if zoo_name is None:
-        path = Path(model).expanduser()
+        path = _zoo_folder(model) or Path(model).expanduser()
         return str(path) if path.is_dir() else model
     from mmagent.zoo import get_zoo
 
     return str(get_zoo().ensure(zoo_name))
+
+
+def _zoo_folder(model: str) -> Path | None:
+    """The folder of zoo model `model` under any other name (one added with `mmagent models add`:
+    a CTranslate2 folder), or None."""
+    from mmagent.zoo import get_zoo
+
+    zoo = get_zoo()
+    return zoo.ensure(model) if model in zoo.specs else None
 
 
 def _zoo_name(prefix: str, model: str) -> str | None:

@@ -1,4 +1,4 @@
-"""`mmagent models list` and `mmagent models prepare`: the offline model zoo."""
+"""`mmagent models list|prepare|add|remove`: the offline model zoo, and models the user adds to it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .output import print_json, print_table
 
 @click.group()
 def models() -> None:
-    """The offline model zoo: what each role uses and whether it is ready."""
+    """The offline model zoo: what each role uses and whether it is ready; add your own models."""
 
 
 @models.command("list")
@@ -44,7 +44,9 @@ def prepare(names: tuple[str, ...], force: bool) -> None:
     from ..zoo import Reporter, get_zoo
 
     zoo = get_zoo()
-    wanted = list(names) or [n for n in zoo.specs if zoo.status(n) != "unavailable"]
+    # User models are copied in by `models add`, never built: not part of "all".
+    wanted = list(names) or [n for n, s in zoo.specs.items()
+                             if s.added_from is None and zoo.status(n) != "unavailable"]
     for name in wanted:
         zoo.spec(name)  # unknown names fail before any work starts
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
@@ -59,6 +61,36 @@ def prepare(names: tuple[str, ...], force: bool) -> None:
 
             folder = zoo.prepare(name, force=force, report=_Report())
             progress.update(task, description=f"{name}: ready ({folder})", completed=1.0)
+
+
+@models.command("add")
+@click.argument("name")
+@click.argument("path")
+@click.option("--role", metavar="ROLE", help="The role it plays (vlm, llm, asr ...); inferred from config.json "
+              "when not given.")
+@click.option("--description", metavar="TEXT", help="A description for `mmagent models list --json`.")
+@click.option("--force", is_flag=True, help="Replace a model added earlier under NAME.")
+def add(name: str, path: str, role: str | None, description: str | None, force: bool) -> None:
+    """Copy the model folder PATH (saved by transformers: config.json) into the zoo as NAME.
+
+    Then `-m ROLE=NAME` and `[roles.ROLE] model = "NAME"` use it, like a built-in model, even
+    after PATH is deleted. E.g. `mmagent models add my-vlm ad/model` after `mmagent train adapter`.
+    """
+    from ..zoo import get_zoo
+
+    zoo = get_zoo()
+    spec = zoo.add_user_model(name, path, role=role, description=description, force=force)
+    click.echo(f"Added {name} ({spec.role}) at {zoo.path(name)}; use it with -m {spec.role}={name}")
+
+
+@models.command("remove")
+@click.argument("name")
+def remove(name: str) -> None:
+    """Forget a model added with `mmagent models add` and delete its copy (PATH is left alone)."""
+    from ..zoo import get_zoo
+
+    get_zoo().remove_user_model(name)
+    click.echo(f"Removed {name}")
 
 
 COMMANDS = [models]
