@@ -1,4 +1,5 @@
-"""`mmagent train encoder|adapter`: mmagent's own scene-world VLM, trained on the CPU (or a GPU)."""
+"""`mmagent train encoder|adapter`: a LLaVA-style VLM trained on the scene world or the user's own
+data (`--data`), on the CPU or a GPU (`--device`)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,27 @@ def _check_out(out: Path, resume: bool, *checkpoints: str) -> None:
         raise InputError(f"{out} already holds a training run: add --resume to continue it, or pick another --out")
 
 
+_DATA_HELP = ("Your data: a JSONL file (image, question + answer, or caption; optional type), an image folder "
+              "with metadata.jsonl/.csv, or a `datasets` folder / Hugging Face id. Default: the scene world.")
+
+
+def data_options(command):
+    """--data, --val, --val-fraction (docs/training-data.md)."""
+    command = click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+                           show_default=True, help="Images held out for validation (all their questions).")(command)
+    command = click.option("--val", "val", metavar="D2", help="A held-out set of its own instead of --val-fraction.")(
+        command)
+    return click.option("--data", "data", metavar="D", help=_DATA_HELP)(command)
+
+
+def _report(loaded) -> None:
+    """What was read, the split and the bad rows (on stderr, before training starts)."""
+    click.echo(loaded.summary(), err=True)
+
+
 @click.group()
 def train() -> None:
-    """Train the scene-world VLM: a vision encoder, then a LLaVA adapter into SmolLM2."""
+    """Train a VLM: a vision encoder, then a LLaVA adapter into SmolLM2 (scene world or --data)."""
 
 
 @train.command()
@@ -30,19 +49,30 @@ def train() -> None:
               help="Training scenes (generated, deterministic).")
 @click.option("--batch-size", type=click.IntRange(2), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@data_options
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")
-def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int, resume: bool) -> None:
-    """Two-tower pretraining: a small ViT against frozen MiniLM description embeddings + attribute heads."""
+def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int, data: str | None, val: str | None,
+            val_fraction: float, resume: bool) -> None:
+    """Pretrain the vision encoder: on scenes, a small ViT against frozen MiniLM description embeddings +
+    attribute heads; on --data, the same ViT taught by your questions and answers (and captions)."""
     _check_out(out, resume, "checkpoint.pt")
-    from ..train.encoder import EncoderRecipe, train_encoder
+    from ..train.encoder import EncoderRecipe, train_encoder, train_encoder_on_data
 
     recipe = EncoderRecipe(seed=seed, steps=steps, train_scenes=train_scenes, batch_size=batch_size)
-    print_json(train_encoder(out, recipe, resume=resume))
+    if data is None:
+        print_json(train_encoder(out, recipe, resume=resume))
+        return
+    print_json(train_encoder_on_data(out, recipe, data, val=val, val_fraction=val_fraction, resume=resume,
+                                     on_data=_report))
 
 
 @train.command()
 @click.option("--encoder", "encoder_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              required=True, help="Folder written by `mmagent train encoder`.")
+              help="Folder written by `mmagent train encoder`.")
+@click.option("--vision-encoder", metavar="HF_ID_OR_PATH",
+              help="A pretrained CLIP, SigLIP or DINOv2 vision model instead of --encoder.")
+@click.option("--unfreeze-vision-layers", type=click.IntRange(0), default=0, show_default=True, metavar="N",
+              help="Also train the vision encoder's last N layers (at 1e-5).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--projector", type=click.Choice(["mlp", "linear", "resampler", "qformer"]), default="mlp",
               show_default=True, help="LLaVA MLP or linear projector, perceiver resampler or Q-Former-lite.")
@@ -59,21 +89,49 @@ def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int
 @click.option("--scenes", "train_scenes", type=click.IntRange(16), default=3000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+@click.option("--encoder-steps", type=click.IntRange(1), default=3000, show_default=True,
+              help="With --data and no encoder given: steps of the encoder trained first (into OUT/encoder).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when there is one), cpu, cuda, cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoints in --out.")
-def adapter(encoder_dir: Path, out: Path, projector: str, num_queries: int, lora_rank: int, lora_modules: str,
-            caption_steps: int, qa_steps: int, focus_steps: int, train_scenes: int, batch_size: int, seed: int,
-            resume: bool) -> None:
-    """LLaVA recipe: frozen encoder + frozen SmolLM2; train the projector on captions, then QA."""
-    if not (encoder_dir / "vision" / "config.json").is_file():
-        raise InputError(f"{encoder_dir} holds no trained encoder (expected {encoder_dir}/vision/config.json)")
-    _check_out(out, resume, "caption/checkpoint.pt", "qa/checkpoint.pt", "focus/checkpoint.pt")
-    from ..train.adapter import AdapterRecipe, train_adapter
+def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_vision_layers: int, out: Path,
+            projector: str, num_queries: int, lora_rank: int, lora_modules: str, caption_steps: int, qa_steps: int,
+            focus_steps: int, train_scenes: int, batch_size: int, seed: int, data: str | None, val: str | None,
+            val_fraction: float, encoder_steps: int, device: str, resume: bool) -> None:
+    """LLaVA recipe: frozen encoder + frozen SmolLM2; train the projector (and LoRA) on captions, then QA.
 
+    \b
+      mmagent train adapter --encoder enc/ --out ad/                 # the scene world
+      mmagent train adapter --data my.jsonl --out ad/                # your data: the whole recipe
+      mmagent train adapter --data my.jsonl --vision-encoder openai/clip-vit-base-patch32 --out ad/
+    """
+    if encoder_dir is not None and vision_encoder is not None:
+        raise InputError("give --encoder or --vision-encoder, not both")
+    if encoder_dir is not None and not (encoder_dir / "vision" / "config.json").is_file():
+        raise InputError(f"{encoder_dir} holds no trained encoder (expected {encoder_dir}/vision/config.json)")
+    if encoder_dir is None and vision_encoder is None and data is None:
+        raise InputError("give --encoder (a `mmagent train encoder` folder), --vision-encoder, or --data "
+                         "(then the encoder is trained first)")
+    _check_out(out, resume, "caption/checkpoint.pt", "qa/checkpoint.pt", "focus/checkpoint.pt")
+    from ..train.adapter import AdapterRecipe, resolve_device, train_adapter
+
+    resolve_device(device)  # a bad --device fails before anything is read
+    whole = data is not None and encoder_dir is None and vision_encoder is None
+    if whole:  # the whole recipe: the encoder first, on the same data
+        from ..train.encoder import EncoderRecipe, train_encoder_on_data
+
+        encoder_dir = out / "encoder"
+        metrics = train_encoder_on_data(encoder_dir, EncoderRecipe(seed=seed, steps=encoder_steps), data, val=val,
+                                        val_fraction=val_fraction, on_data=_report,
+                                        resume=resume and (encoder_dir / "checkpoint.pt").is_file())
+        click.echo(f"encoder: answer accuracy on held-out images {metrics.get('answer_accuracy')}", err=True)
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
                            lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps,
-                           focus_steps=focus_steps,
-                           train_scenes=train_scenes, batch_size=batch_size)
-    print_json(train_adapter(encoder_dir, out, recipe, resume=resume))
+                           focus_steps=focus_steps, train_scenes=train_scenes, batch_size=batch_size,
+                           vision_encoder=vision_encoder, unfreeze_vision_layers=unfreeze_vision_layers,
+                           data=data, val=val, val_fraction=val_fraction, device=device)
+    # the data's summary once: after the encoder step when there was one
+    print_json(train_adapter(encoder_dir, out, recipe, resume=resume, on_data=None if whole else _report))
 
 
 COMMANDS = [train]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -372,6 +373,69 @@ def scene_data(recipe: AdapterRecipe, tower: Tower, grounded: bool) -> AdapterDa
                                 "eval_images": recipe.eval_scenes})
 
 
+class LazyPixels:
+    """Pixels of a pretrained tower's processor, made per batch from the stored uint8 images (a
+    4,000-image set at 224 px would be 2.4 GB as float tensors)."""
+
+    def __init__(self, tower: Tower, images: list):
+        self.tower, self.images = tower, images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, indices) -> torch.Tensor:
+        from PIL import Image
+
+        if isinstance(indices, slice):
+            indices = range(*indices.indices(len(self.images)))
+        return preprocess(self.tower, [Image.fromarray(self.images[int(i)]) for i in indices])
+
+
+def answer_matches(reply: str, answer: str, qtype: str | None = None) -> bool:
+    """The user-data scorer: the reply begins with the answer's words (case, punctuation and a
+    leading article aside); a yes/no answer is the reply's first yes or no."""
+    import re
+
+    def words(text: str) -> list[str]:
+        tokens = re.findall(r"[\w']+", text.lower())
+        return tokens[1:] if tokens[:1] in (["a"], ["an"], ["the"]) and len(tokens) > 1 else tokens
+
+    said, want = words(reply), words(answer)
+    if not want:
+        return False
+    if want in (["yes"], ["no"]):
+        return next((t for t in said if t in ("yes", "no")), "") == want[0]
+    return said[:len(want)] == want
+
+
+def user_data(recipe: AdapterRecipe, tower: Tower, on_data=None) -> AdapterData:
+    """The user's data (`recipe.data`, `mmagent.train.user_data`): its training images' captions
+    and questions, its held-out images' questions asked as the adapter graph asks them."""
+    from .user_data import load_training_data
+
+    data = load_training_data(recipe.data, val=recipe.val, val_fraction=recipe.val_fraction, seed=recipe.seed,
+                              image_size=tower.image_size if tower.own else None)
+    if on_data is not None:
+        on_data(data)
+    if tower.own:  # small and square already: preprocess them all once
+        from PIL import Image
+
+        pixels: Any = torch.cat([preprocess(tower, [Image.fromarray(im) for im in data.images[i:i + 512]])
+                                 for i in range(0, len(data.images), 512)])
+    else:
+        pixels = LazyPixels(tower, data.images)
+    train = data.train
+    captions = [Example(e.image, None, CAPTION_PROMPT, e.answer, "caption") for e in train if e.kind == "caption"]
+    questions = [Example(e.image, None, e.question, e.answer, e.type) for e in train if e.kind == "qa"]
+    if not questions and not captions:
+        raise InputError(f"{data.source}: no training examples left after holding out the validation images")
+    types = tuple(t for t, _ in Counter(q.type for q in questions).most_common())
+    held = [Example(e.image, QA_SYSTEM, e.question, e.answer, e.type) for e in data.val if e.kind == "qa"]
+    calibration = pixels[list(data.train_images[:256])]
+    return AdapterData(pixels, pixels, captions, questions, held, types, score=answer_matches,
+                       calibration_pixels=calibration, summary=data.counts() | {"source": data.source})
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -385,10 +449,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *, resume: bool = False,
-                  quiet: bool = False) -> dict:
+                  quiet: bool = False, on_data=None) -> dict:
     """Train the adapter (and LoRA) on the scene world or on `recipe.data`; evaluate on held-out
     images; save `out/model` (a LLaVA folder), `out/metrics.json` and, for mmagent's own encoder,
-    the small export `out/small`."""
+    the small export `out/small`. `on_data(TrainingData)`: called once the user's data is read."""
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     device = resolve_device(recipe.device)
@@ -397,9 +461,7 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     grounded = (recipe.projector == "mlp" and tower.own and recipe.data is None
                 and model.config.text_config.hidden_size >= len(SIZED))
     if recipe.data is not None:
-        from .user_data_adapter import user_data
-
-        data = user_data(recipe, tower)
+        data = user_data(recipe, tower, on_data)
     else:
         data = scene_data(recipe, tower, grounded)
     if grounded:  # the probe needs the MLP's hidden layer and the scenes' truth; the others only calibrate

@@ -148,3 +148,122 @@ def train_encoder(out: Path, recipe: EncoderRecipe, *, resume: bool = False, qui
     torch.save({k: v for k, v in model.state_dict().items() if not k.startswith("vision.")}, out / "heads.pt")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+# -- the user's own data ----------------------------------------------------------------------------------------
+
+
+class QAEncoder(nn.Module):
+    """The same small ViT, taught by the user's question/answer pairs themselves: a question (its
+    frozen MiniLM embedding) attends over the patch tokens, and the pooled tokens with the question
+    predict the answer (classification over the training answers, as VQA models before LLMs did).
+    The patch tokens must then carry whatever the questions ask about, where it is. Captions, when
+    the data has them, also pull the image embedding towards their MiniLM embedding (InfoNCE)."""
+
+    def __init__(self, config, question_dim: int, answers: int):
+        super().__init__()
+        from transformers import CLIPVisionModelWithProjection
+
+        self.vision = CLIPVisionModelWithProjection(config)
+        hidden = config.hidden_size
+        self.query = nn.Linear(question_dim, hidden)
+        self.head = nn.Sequential(nn.Linear(2 * hidden, 2 * hidden), nn.GELU(), nn.Linear(2 * hidden, answers))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, pixels: torch.Tensor, questions: torch.Tensor):
+        out = self.vision(pixel_values=pixels)
+        tokens = out.last_hidden_state[:, 1:]
+        q = self.query(questions)  # (B, hidden)
+        weights = torch.softmax((tokens @ q.unsqueeze(-1)).squeeze(-1) / math.sqrt(tokens.shape[-1]), dim=-1)
+        pooled = (weights.unsqueeze(-1) * tokens).sum(1)
+        return F.normalize(out.image_embeds, dim=-1), self.head(torch.cat([pooled, q], dim=-1))
+
+
+def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *, val: str | None = None,
+                          val_fraction: float = 0.1, resume: bool = False, quiet: bool = False,
+                          on_data=None) -> dict:
+    """`mmagent train encoder --data D`: the ViT learns from D's questions (and captions, if any);
+    reports answer accuracy per type on the held-out images. Saves `out/vision` like `train_encoder`.
+    `on_data(TrainingData)` is called once the data is read (the CLI prints its summary)."""
+    from collections import Counter
+
+    from mmagent.backends import get_backend
+
+    from .scene_data import preprocess
+    from .user_data import load_training_data
+
+    torch.manual_seed(recipe.seed)
+    t0 = time.perf_counter()
+    data = load_training_data(data_source, val=val, val_fraction=val_fraction, seed=recipe.seed,
+                              image_size=IMAGE_SIZE)
+    if on_data is not None:
+        on_data(data)
+    from PIL import Image
+
+    pixels = torch.cat([preprocess([Image.fromarray(im) for im in data.images[i:i + 512]])
+                        for i in range(0, len(data.images), 512)])
+    train = [e for e in data.train if e.kind == "qa"]
+    held = [e for e in data.val if e.kind == "qa"]
+    captions = [e for e in data.train if e.kind == "caption"]
+    if not train:
+        raise InputError(f"{data.source}: no training questions (the encoder learns from question/answer pairs; "
+                         f"captions alone: train with `mmagent train adapter --data` and a pretrained "
+                         f"--vision-encoder)")
+    vocab = [a for a, n in Counter(e.answer.lower() for e in train).most_common() if n >= 2] or \
+        [e.answer.lower() for e in train[:1]]
+    index = {a: i for i, a in enumerate(vocab)}
+    embedder = get_backend("embed", "minilm", device="cpu")
+    texts = sorted({e.question for e in train + held} | {e.answer for e in captions})
+    table = {t: i for i, t in enumerate(texts)}
+    vectors = torch.cat([torch.as_tensor(embedder.embed(texts[i:i + 1024])) for i in range(0, len(texts), 1024)])
+    vectors = F.normalize(vectors.float(), dim=-1)
+
+    def rows(examples):
+        return (torch.tensor([e.image for e in examples]), torch.tensor([table[e.question] for e in examples]),
+                torch.tensor([index.get(e.answer.lower(), -100) for e in examples]))
+
+    train_img, train_q, train_a = rows(train)
+    cap_img = torch.tensor([e.image for e in captions], dtype=torch.long)
+    cap_txt = torch.tensor([table[e.answer] for e in captions], dtype=torch.long)
+    data_seconds = time.perf_counter() - t0
+    model = QAEncoder(vision_config(recipe, vectors.shape[1]), vectors.shape[1], len(vocab))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    scheduler = warmup_cosine(optimizer, recipe.steps, 0.05)
+
+    def step(i: int) -> dict:
+        idx = batch_indices(i, len(train_img), recipe.batch_size, recipe.seed)
+        emb, logits = model(pixels[train_img[idx]], vectors[train_q[idx]])
+        answer = F.cross_entropy(logits, train_a[idx], ignore_index=-100)
+        parts = {"answer": answer}
+        if len(cap_img) >= 2:
+            c = batch_indices(i, len(cap_img), recipe.batch_size, recipe.seed + 1)
+            cap_emb, _ = model(pixels[cap_img[c]], vectors[cap_txt[c]])
+            logits_c = model.logit_scale.exp().clamp(max=100) * cap_emb @ vectors[cap_txt[c]].T
+            target = torch.arange(len(c))
+            parts["contrastive"] = (F.cross_entropy(logits_c, target) + F.cross_entropy(logits_c.T, target)) / 2
+        loss = sum(parts.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
+
+    t1 = time.perf_counter()
+    run_loop(out, recipe.steps, step, modules={"model": model}, optimizer=optimizer, scheduler=scheduler,
+             resume=resume, label="encoder", quiet=quiet)
+    metrics: dict = {"data": data.counts() | {"source": data.source}, "answers": len(vocab)}
+    if held:
+        model.eval()
+        img, q, a = rows(held)
+        with torch.no_grad():
+            guesses = torch.cat([model(pixels[img[i:i + 256]], vectors[q[i:i + 256]])[1].argmax(-1)
+                                 for i in range(0, len(img), 256)])
+        model.train()
+        by_type: dict[str, list[int]] = {}
+        for e, guess, want in zip(held, guesses.tolist(), a.tolist()):
+            by_type.setdefault(e.type, []).append(int(guess == want))
+        metrics["answer_accuracy"] = {t: round(sum(v) / len(v), 4) for t, v in sorted(by_type.items())}
+    metrics.update(train_seconds=round(time.perf_counter() - t1, 1), data_seconds=round(data_seconds, 1),
+                   parameters=sum(p.numel() for p in model.vision.parameters()), recipe=asdict(recipe))
+    model.vision.save_pretrained(out / "vision")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
