@@ -92,12 +92,14 @@ def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int
 @data_options
 @click.option("--encoder-steps", type=click.IntRange(1), default=3000, show_default=True,
               help="With --data and no encoder given: steps of the encoder trained first (into OUT/encoder).")
+@click.option("--llm", default="smollm2-135m-instruct", show_default=True, metavar="NAME_OR_PATH",
+              help="The LLM the adapter feeds (a zoo name or a transformers folder); frozen, LoRA on top.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when there is one), cpu, cuda, cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoints in --out.")
 def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_vision_layers: int, out: Path,
             projector: str, num_queries: int, lora_rank: int, lora_modules: str, caption_steps: int, qa_steps: int,
             focus_steps: int, train_scenes: int, batch_size: int, seed: int, data: str | None, val: str | None,
-            val_fraction: float, encoder_steps: int, device: str, resume: bool) -> None:
+            val_fraction: float, encoder_steps: int, llm: str, device: str, resume: bool) -> None:
     """LLaVA recipe: frozen encoder + frozen SmolLM2; train the projector (and LoRA) on captions, then QA.
 
     \b
@@ -129,7 +131,7 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
                            lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps,
                            focus_steps=focus_steps, train_scenes=train_scenes, batch_size=batch_size,
                            vision_encoder=vision_encoder, unfreeze_vision_layers=unfreeze_vision_layers,
-                           data=data, val=val, val_fraction=val_fraction, device=device)
+                           data=data, val=val, val_fraction=val_fraction, device=device, llm=llm)
     # the data's summary once: after the encoder step when there was one
     print_json(train_adapter(encoder_dir, out, recipe, resume=resume, on_data=None if whole else _report))
 

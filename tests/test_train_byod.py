@@ -1,0 +1,153 @@
+"""Training on the user's own data and on pretrained vision encoders, with tiny random models:
+`mmagent train encoder|adapter --data`, `--vision-encoder` (CLIP, SigLIP, DINOv2 built from
+config), the whole recipe from --data alone, held-out accuracy per type, bad rows reported, and
+the result a LLaVA folder the vlm plugin loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from click.testing import CliRunner  # noqa: E402
+
+from mmagent.cli import build_cli  # noqa: E402
+from mmagent.train.adapter import AdapterRecipe, answer_matches, train_adapter  # noqa: E402
+from mmagent.train.toydata import write_toy_dataset  # noqa: E402
+
+TINY = dict(qa_steps=2, focus_steps=1, caption_steps=1, batch_size=4, lora_rank=2, checkpoint_every=1)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    return write_toy_dataset(tmp_path_factory.mktemp("toy") / "data", n_images=12, seed=3, size=32).jsonl
+
+
+def _tower(kind: str, folder: Path) -> Path:
+    """A tiny random vision tower of `kind` saved with an image processor, as a user's would be."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=8)
+    if kind == "clip":
+        model = tf.CLIPVisionModel(tf.CLIPVisionConfig(image_size=32, **small))
+        processor = tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    elif kind == "siglip":
+        model = tf.SiglipVisionModel(tf.SiglipVisionConfig(image_size=32, **small))
+        processor = tf.SiglipImageProcessor(size={"height": 32, "width": 32})
+    else:
+        model = tf.Dinov2Model(tf.Dinov2Config(image_size=32, **small))
+        processor = tf.BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                         do_center_crop=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_the_answer_scorer_reads_the_start_of_the_reply():
+    assert answer_matches("Pink.", "pink") and answer_matches("the heart", "heart")
+    assert answer_matches("Yes, there is one.", "yes") and not answer_matches("No.", "yes")
+    assert not answer_matches("orange or pink", "pink") and not answer_matches("", "pink")
+    assert answer_matches("2", "2") and not answer_matches("12", "2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, strategy", [("clip", "default"), ("siglip", "full"), ("dinov2", "default")])
+def test_a_pretrained_vision_encoder_trains_on_user_data_into_a_loadable_llava(kind, strategy, toy, tiny_llama,
+                                                                               tmp_path):
+    from PIL import Image
+
+    from mmagent.backends import Message, get_backend
+    from mmagent.content import TextPart, load_media
+
+    tower = _tower(kind, tmp_path / kind)
+    recipe = AdapterRecipe(llm=str(tiny_llama), vision_encoder=str(tower), data=str(toy), val_fraction=0.25,
+                           unfreeze_vision_layers=1, **TINY)
+    metrics = train_adapter(None, tmp_path / "out", recipe, quiet=True)
+    assert metrics["questions"] > 0 and {"yes/no", "colour"} <= set(metrics)
+    assert metrics["data"]["val_images"] == 3 and metrics["data"]["problems"] == 0
+    folder = tmp_path / "out" / "model"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["vision_feature_select_strategy"] == strategy and config["image_seq_length"] == 16
+    assert not (tmp_path / "out" / "small").exists()  # the small export is the scene VLM's (own encoder)
+    # the tower trained (its last layer was unfrozen) and the folder answers through the vlm plugin
+    image = load_media(toy.parent / "images" / "000000.png", expect="image")
+    reply = get_backend("vlm", "transformers", model=str(folder), device="cpu").chat(
+        [Message("user", [image, TextPart("Is there a pink heart?")])], max_tokens=3)
+    assert isinstance(reply.text, str) and reply.usage["completion_tokens"] >= 1
+    assert Image.open(toy.parent / "images" / "000000.png").size == (32, 32)
+
+
+@pytest.mark.slow
+def test_the_whole_recipe_from_data_alone_with_bad_rows_reported(tmp_path, tiny_llama, zoo_model, models_home,
+                                                                 monkeypatch):
+    """`mmagent train adapter --data D` with no encoder: the encoder learns from D's questions
+    first (OUT/encoder), then the adapter; bad rows are listed with their lines and skipped."""
+    zoo_model("all-minilm-l6-v2")
+    monkeypatch.setenv("MMAGENT_HOME", str(models_home))
+    toy = write_toy_dataset(tmp_path / "toy", n_images=10, seed=5, size=32, bad_rows=True)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(build_cli(), [
+        "train", "adapter", "--data", str(toy.jsonl), "--out", str(out), "--llm", str(tiny_llama),
+        "--encoder-steps", "2", "--caption-steps", "0", "--qa-steps", "2", "--focus-steps", "1", "--batch-size", "4",
+        "--lora-rank", "0", "--val-fraction", "0.3"])
+    assert result.exit_code == 0, result.output
+    for line in toy.bad_lines:  # each bad row reported by its line, once (the summary is printed once)
+        assert result.output.count(f"data.jsonl:{line}:") == 1, result.output
+    encoder = json.loads((out / "encoder" / "metrics.json").read_text())
+    assert "yes/no" in encoder["answer_accuracy"] and encoder["data"]["problems"] == len(toy.bad_lines)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["questions"] > 0 and metrics["data"]["val_images"] == 3
+    assert (out / "model" / "config.json").is_file() and (out / "small" / "projector.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_a_killed_user_data_run_resumes_to_the_same_weights(toy, tiny_llama, tmp_path, monkeypatch):
+    """--resume after a kill reaches the weights an uninterrupted run reaches."""
+    from safetensors.torch import load_file
+
+    import mmagent.train.loop as loop
+
+    tower = _tower("clip", tmp_path / "clip")
+    recipe = AdapterRecipe(llm=str(tiny_llama), vision_encoder=str(tower), data=str(toy), val_fraction=0.25,
+                           **{**TINY, "qa_steps": 4, "focus_steps": 0})
+    train_adapter(None, tmp_path / "a", recipe, quiet=True)
+    real = loop.save_checkpoint
+    calls = []
+
+    def dying(path, **state):
+        real(path, **state)
+        calls.append(state["step"])
+        if state["step"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(None, tmp_path / "b", recipe, quiet=True)
+    monkeypatch.setattr(loop, "save_checkpoint", real)
+    train_adapter(None, tmp_path / "b", recipe, resume=True, quiet=True)
+    a, b = load_file(tmp_path / "a" / "model" / "model.safetensors"), load_file(tmp_path / "b" / "model" / "model.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    cases = [
+        (["train", "adapter", "--out", str(tmp_path / "a")], "give --encoder"),
+        (["train", "adapter", "--encoder", str(tmp_path), "--vision-encoder", "x", "--out", str(tmp_path / "b")],
+         "not both"),
+        (["train", "adapter", "--vision-encoder", str(tmp_path / "none"), "--device", "cuda:7",
+          "--out", str(tmp_path / "c")], "--device"),
+    ]
+    for args, fragment in cases:
+        result = runner.invoke(build_cli(), args)
+        assert result.exit_code != 0 and fragment in result.output, result.output
+        assert "Traceback" not in result.output
+    png = tmp_path / "not.jsonl"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    result = runner.invoke(build_cli(), ["train", "encoder", "--data", str(png), "--out", str(tmp_path / "d"), "--steps", "1"])
+    assert result.exit_code != 0 and "not.jsonl" in result.output and "Traceback" not in result.output
