@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..folders import folder_written_whole
 from .generate import check_options, generate_scene
 from .questions import QUESTION_TYPES
 from .vocab import FORMAT_VERSION
@@ -37,16 +36,8 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed: int | str = 0, *, si
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SCENES:
         raise InputError(f"n must be an integer from 1 to {MAX_SCENES:,}, got {n!r}")
     check_options(size, max_objects, word_prob)
-    out = Path(out_dir).expanduser().absolute()
-    _check_target(out, overwrite)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise InputError(f"cannot create {out}: a parent is not a directory") from None
-
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+    ours = lambda folder: (folder / "dataset.json").is_file() or (folder / "scenes.jsonl").is_file()  # noqa: E731
+    with folder_written_whole(out_dir, overwrite=overwrite, ours=ours, what="a scenes dataset") as tmp:
         (tmp / "images").mkdir()
         types: Counter[str] = Counter()
         with_word = 0
@@ -70,37 +61,7 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed: int | str = 0, *, si
                 "questions": sum(types.values()),
                 "question_types": {t: types[t] for t in QUESTION_TYPES}}
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def _check_target(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is not a directory")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if not overwrite:
-        raise InputError(f"{out} is not empty (use --overwrite / overwrite=True to replace it)")
-    if not (out / "dataset.json").is_file() and not (out / "scenes.jsonl").is_file():
-        raise InputError(f"{out} is not empty and is not a scenes dataset; refusing to replace it")
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Put the finished `tmp` at `out`, replacing what is there (an empty dir or an old dataset)."""
-    if not out.exists():
-        tmp.rename(out)
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-    out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        old.rename(out)  # put the previous dataset back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    return Path(out_dir).expanduser().absolute()
 
 
 def _line(obj: dict) -> str:

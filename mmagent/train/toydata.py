@@ -27,8 +27,6 @@ import argparse
 import json
 import os
 import random
-import secrets
-import shutil
 import sys
 import time
 from collections import Counter
@@ -36,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..folders import folder_written_whole
 
 FORMAT = "mmagent-toy-shapes"
 FORMAT_VERSION = 1
@@ -191,15 +190,8 @@ def write_toy_dataset(out: str | os.PathLike, n_images: int = 4000, seed: int = 
     if isinstance(size, bool) or not isinstance(size, int) or not 24 <= size <= 512:
         raise InputError(f"size must be an integer from 24 to 512 pixels, got {size!r}")
     target = Path(out).expanduser().absolute()
-    _check_target(target, overwrite)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise InputError(f"cannot create {target}: a parent is not a directory") from None
-
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+    with folder_written_whole(target, overwrite=overwrite, ours=lambda folder: (folder / "toy.json").is_file(),
+                              what="a toy dataset") as tmp:
         (tmp / "images").mkdir()
         types: Counter[str] = Counter()
         line = 0
@@ -218,10 +210,6 @@ def write_toy_dataset(out: str | os.PathLike, n_images: int = 4000, seed: int = 
                 "bad_rows": {str(k): v for k, v in bad.items()},
                 "colours": list(COLOURS), "shapes": list(SHAPES)}
         (tmp / "toy.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _swap_in(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ToyDataset(target, target / "data.jsonl", n_images, sum(types.values()), types, bad)
 
 
@@ -245,29 +233,6 @@ def _write_bad_rows(f, folder: Path, after: int) -> dict[int, str]:
     return out
 
 
-def _check_target(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is not a directory")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if not overwrite:
-        raise InputError(f"{out} is not empty (use --overwrite / overwrite=True to replace it)")
-    if not (out / "toy.json").is_file():
-        raise InputError(f"{out} is not empty and is not a toy dataset; refusing to replace it")
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        tmp.rename(out)
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-    out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

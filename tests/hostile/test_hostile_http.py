@@ -35,7 +35,8 @@ pytest.importorskip("uvicorn")
 from mmagent.config import load_settings  # noqa: E402
 from mmagent.content.sniff import AUDIO_FORMAT_OF, AUDIO_FORMATS  # noqa: E402
 from mmagent.server import create_app  # noqa: E402
-from tests.test_hostile_inputs import CASES, CORPUS, all_files, guard_network, substitute  # noqa: E402
+from tests.test_hostile_inputs import (CASES, CORPUS, all_files, guard_network, scratch,  # noqa: E402,F401
+                                       substitute)
 from tests.test_server import running, toolbox  # noqa: E402
 
 #: The error code each typed error is answered with (docs/serving.md, "Errors").
@@ -107,15 +108,6 @@ def no_network(servers, monkeypatch):
     a connect to exactly one of the test servers (the client shares this process with them)."""
     yield from guard_network(
         monkeypatch, allowed=lambda address: isinstance(address, tuple) and tuple(address[:2]) in servers.addresses)
-
-
-@pytest.fixture
-def scratch(tmp_path, monkeypatch) -> Path:
-    """Where tempfile puts things during the case (the server thread's ffprobe copies): must end empty."""
-    path = tmp_path / "scratch"
-    path.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(path))
-    return path
 
 
 # -- the requests a case becomes ---------------------------------------------------------------------------
