@@ -20,7 +20,6 @@ import mimetypes
 import os
 import re
 import shutil
-import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
