@@ -285,19 +285,57 @@ def ground_projector(model, tokenizer, data, *, probe_steps: int = 300) -> dict:
         optimizer.step()
     with torch.no_grad():
         held = (probe(x[split:]) > 0) == y[split:].bool()
-        table = model.get_input_embeddings().weight
         words = [[f" {size}", f" {colour}", f" {kind}"] for colour, kind, size in SIZED]
-        concepts = torch.stack([sum(table[tokenizer(w, add_special_tokens=False)["input_ids"]].mean(0) for w in ws)
-                                for ws in words])
-        n = len(SIZED)
-        projector.linear_1.weight[:n] = probe.weight
-        projector.linear_1.bias[:n] = probe.bias
-        active = projector.act(probe(x)[y.bool()]).mean()  # the unit's typical value when its object is there
-        projector.linear_2.weight *= 0.1
-        projector.linear_2.weight[:, :n] = concepts.T / active
-        projector.linear_2.bias.zero_()
+        active = _install_probe(model, tokenizer, probe, words, probe(x)[y.bool()])
     return calibration | {"probe_patch_accuracy": round(held.all(1).float().mean().item(), 4),
-                          "probe_unit_mean": round(active.item(), 3)}
+                          "probe_unit_mean": round(active, 3)}
+
+
+@torch.no_grad()
+def _install_probe(model, tokenizer, probe: torch.nn.Linear, words: list[list[str]], when_present) -> float:
+    """The probe's units open the MLP projector's hidden layer; its output layer maps unit i to the
+    sum of the embeddings of `words[i]`, scaled by the unit's typical value when present (from the
+    logits `when_present`); the other hidden units keep their calibrated start at a tenth."""
+    projector = model.model.multi_modal_projector
+    table = model.get_input_embeddings().weight
+    concepts = torch.stack([sum(table[tokenizer(w, add_special_tokens=False)["input_ids"]].mean(0) for w in ws)
+                            for ws in words])
+    n = len(words)
+    projector.linear_1.weight[:n] = probe.weight
+    projector.linear_1.bias[:n] = probe.bias
+    active = projector.act(when_present).mean()  # the unit's typical value when its object is there
+    projector.linear_2.weight *= 0.1
+    projector.linear_2.weight[:, :n] = concepts.T / active
+    projector.linear_2.bias.zero_()
+    return active.item()
+
+
+def ground_on_answers(model, tokenizer, pixels, targets: torch.Tensor, words: list[str], *,
+                      probe_steps: int = 300) -> dict:
+    """The grounded start without the scene world's truth: the user's own answers. Each image's
+    target is the set of answer words of its open questions ("pink", "heart"); a linear probe on
+    the patch tokens learns, per patch, which of those words it shows (multiple-instance: an
+    image's word is there when its best patch says so), and is installed in the MLP projector as
+    in `ground_projector`, so the image tokens start as the words the questions are answered with."""
+    patches = patch_features(model, pixels)
+    calibration = calibrate_projector(model, patches[:256])
+    split = max(1, int(0.8 * len(patches)))
+    probe = torch.nn.Linear(patches.shape[-1], len(words))
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    for _ in range(probe_steps):
+        logits = probe(patches[:split]).amax(dim=1)  # (images, words): the best patch
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[:split])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        image_logits = probe(patches).amax(dim=1)
+        held = ((image_logits[split:] > 0) == targets[split:].bool()).float().mean().item() if split < len(patches) \
+            else float("nan")
+        active = _install_probe(model, tokenizer, probe, [[f" {w}"] for w in words],
+                                image_logits[targets.bool()])
+    return calibration | {"probe_word_accuracy": round(held, 4), "probe_words": len(words),
+                          "probe_unit_mean": round(active, 3)}
 
 
 @torch.no_grad()
@@ -430,10 +468,33 @@ def user_data(recipe: AdapterRecipe, tower: Tower, on_data=None) -> AdapterData:
     if not questions and not captions:
         raise InputError(f"{data.source}: no training examples left after holding out the validation images")
     types = tuple(t for t, _ in Counter(q.type for q in questions).most_common())
+    grounding = _answer_words(questions, data.train_images[:recipe.probe_scenes])
     held = [Example(e.image, QA_SYSTEM, e.question, e.answer, e.type) for e in data.val if e.kind == "qa"]
     calibration = pixels[list(data.train_images[:256])]
-    return AdapterData(pixels, pixels, captions, questions, held, types, score=answer_matches,
+    return AdapterData(pixels, pixels, captions, questions, held, types, score=answer_matches, grounding=grounding,
                        calibration_pixels=calibration, summary=data.counts() | {"source": data.source})
+
+
+#: An answer word grounds a projector unit when it answers at least this many training questions.
+MIN_WORD_COUNT = 5
+
+
+def _answer_words(questions: list[Example], images: tuple[int, ...]) -> tuple[tuple[int, ...], torch.Tensor,
+                                                                                list[str]] | None:
+    """(images, multi-hot targets, words) for `ground_on_answers`: the one-word answers of open
+    questions (not yes/no, not numbers: what an image shows somewhere, not a fact about all of it)."""
+    counts = Counter(q.answer.lower() for q in questions if len(q.answer.split()) == 1
+                     and q.answer.lower() not in ("yes", "no") and not q.answer.isdigit())
+    words = sorted(w for w, n in counts.items() if n >= MIN_WORD_COUNT)
+    if not words:
+        return None
+    column = {w: i for i, w in enumerate(words)}
+    row = {image: i for i, image in enumerate(images)}
+    targets = torch.zeros(len(images), len(words))
+    for q in questions:
+        if q.scene in row and q.answer.lower() in column:
+            targets[row[q.scene], column[q.answer.lower()]] = 1.0
+    return images, targets, words
 
 
 def resolve_device(name: str) -> torch.device:
@@ -458,14 +519,18 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     device = resolve_device(recipe.device)
     tower = load_tower(encoder_dir, recipe.vision_encoder)
     model, processor = build_llava(tower, recipe)
-    grounded = (recipe.projector == "mlp" and tower.own and recipe.data is None
-                and model.config.text_config.hidden_size >= len(SIZED))
+    hidden = model.config.text_config.hidden_size
+    grounded = recipe.projector == "mlp" and tower.own and recipe.data is None and hidden >= len(SIZED)
     if recipe.data is not None:
         data = user_data(recipe, tower, on_data)
     else:
         data = scene_data(recipe, tower, grounded)
     if grounded:  # the probe needs the MLP's hidden layer and the scenes' truth; the others only calibrate
         calibration = ground_projector(model, processor.tokenizer, data.grounding)
+    elif recipe.projector == "mlp" and data.grounding is not None and len(data.grounding[2]) <= hidden:
+        images, targets, words = data.grounding  # the user's data: grounded on its answer words
+        calibration = ground_on_answers(model, processor.tokenizer, data.pixels[list(images)], targets, words)
+        grounded = True
     else:
         calibration = calibrate_projector(model, patch_features(model, data.calibration_pixels[:256]))
     model.to(device)
