@@ -468,33 +468,17 @@ def user_data(recipe: AdapterRecipe, tower: Tower, on_data=None) -> AdapterData:
     if not questions and not captions:
         raise InputError(f"{data.source}: no training examples left after holding out the validation images")
     types = tuple(t for t, _ in Counter(q.type for q in questions).most_common())
-    grounding = _answer_words(questions, data.train_images[:recipe.probe_scenes])
+    from .user_data import answer_words
+
+    images = data.train_images[:recipe.probe_scenes]
+    targets, words = answer_words(data.train, images)
+    grounding = (images, targets, words) if words else None
     held = [Example(e.image, QA_SYSTEM, e.question, e.answer, e.type) for e in data.val if e.kind == "qa"]
     calibration = pixels[list(data.train_images[:256])]
     return AdapterData(pixels, pixels, captions, questions, held, types, score=answer_matches, grounding=grounding,
                        calibration_pixels=calibration, summary=data.counts() | {"source": data.source})
 
 
-#: An answer word grounds a projector unit when it answers at least this many training questions.
-MIN_WORD_COUNT = 5
-
-
-def _answer_words(questions: list[Example], images: tuple[int, ...]) -> tuple[tuple[int, ...], torch.Tensor,
-                                                                                list[str]] | None:
-    """(images, multi-hot targets, words) for `ground_on_answers`: the one-word answers of open
-    questions (not yes/no, not numbers: what an image shows somewhere, not a fact about all of it)."""
-    counts = Counter(q.answer.lower() for q in questions if len(q.answer.split()) == 1
-                     and q.answer.lower() not in ("yes", "no") and not q.answer.isdigit())
-    words = sorted(w for w, n in counts.items() if n >= MIN_WORD_COUNT)
-    if not words:
-        return None
-    column = {w: i for i, w in enumerate(words)}
-    row = {image: i for i, image in enumerate(images)}
-    targets = torch.zeros(len(images), len(words))
-    for q in questions:
-        if q.scene in row and q.answer.lower() in column:
-            targets[row[q.scene], column[q.answer.lower()]] = 1.0
-    return images, targets, words
 
 
 def resolve_device(name: str) -> torch.device:

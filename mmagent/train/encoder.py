@@ -156,16 +156,20 @@ def train_encoder(out: Path, recipe: EncoderRecipe, *, resume: bool = False, qui
 class QAEncoder(nn.Module):
     """The same small ViT, taught by the user's question/answer pairs themselves: a question (its
     frozen MiniLM embedding) attends over the patch tokens, and the pooled tokens with the question
-    predict the answer (classification over the training answers, as VQA models before LLMs did).
-    The patch tokens must then carry whatever the questions ask about, where it is. Captions, when
-    the data has them, also pull the image embedding towards their MiniLM embedding (InfoNCE)."""
+    predict the answer (classification over the training answers, as VQA models before LLMs did);
+    and each patch says which of the data's answer words ("pink", "heart") it shows, an image
+    showing a word when its best patch does (multiple-instance), trained on the words its open
+    questions are answered with. The patch tokens must then carry what the questions ask about,
+    where it is. Captions, when the data has them, also pull the image embedding towards their
+    MiniLM embedding (InfoNCE)."""
 
-    def __init__(self, config, question_dim: int, answers: int):
+    def __init__(self, config, question_dim: int, answers: int, words: int):
         super().__init__()
         from transformers import CLIPVisionModelWithProjection
 
         self.vision = CLIPVisionModelWithProjection(config)
         hidden = config.hidden_size
+        self.words = nn.Linear(hidden, max(words, 1))  # per patch: which answer words it shows
         self.query = nn.Linear(question_dim, hidden)
         self.head = nn.Sequential(nn.Linear(2 * hidden, 2 * hidden), nn.GELU(), nn.Linear(2 * hidden, answers))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
@@ -176,7 +180,8 @@ class QAEncoder(nn.Module):
         q = self.query(questions)  # (B, hidden)
         weights = torch.softmax((tokens @ q.unsqueeze(-1)).squeeze(-1) / math.sqrt(tokens.shape[-1]), dim=-1)
         pooled = (weights.unsqueeze(-1) * tokens).sum(1)
-        return F.normalize(out.image_embeds, dim=-1), self.head(torch.cat([pooled, q], dim=-1))
+        return (F.normalize(out.image_embeds, dim=-1), self.head(torch.cat([pooled, q], dim=-1)),
+                self.words(tokens).amax(dim=1))
 
 
 def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *, val: str | None = None,
@@ -190,7 +195,7 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
     from mmagent.backends import get_backend
 
     from .scene_data import preprocess
-    from .user_data import load_training_data
+    from .user_data import answer_words, load_training_data
 
     torch.manual_seed(recipe.seed)
     t0 = time.perf_counter()
@@ -225,19 +230,22 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
     train_img, train_q, train_a = rows(train)
     cap_img = torch.tensor([e.image for e in captions], dtype=torch.long)
     cap_txt = torch.tensor([table[e.answer] for e in captions], dtype=torch.long)
+    word_targets, words = answer_words(data.train, range(len(data.images)))  # rows of held-out images stay 0
     data_seconds = time.perf_counter() - t0
-    model = QAEncoder(vision_config(recipe, vectors.shape[1]), vectors.shape[1], len(vocab))
+    model = QAEncoder(vision_config(recipe, vectors.shape[1]), vectors.shape[1], len(vocab), len(words))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = warmup_cosine(optimizer, recipe.steps, 0.05)
 
     def step(i: int) -> dict:
         idx = batch_indices(i, len(train_img), recipe.batch_size, recipe.seed)
-        emb, logits = model(pixels[train_img[idx]], vectors[train_q[idx]])
+        emb, logits, shown = model(pixels[train_img[idx]], vectors[train_q[idx]])
         answer = F.cross_entropy(logits, train_a[idx], ignore_index=-100)
         parts = {"answer": answer}
+        if words:
+            parts["words"] = F.binary_cross_entropy_with_logits(shown, word_targets[train_img[idx]])
         if len(cap_img) >= 2:
             c = batch_indices(i, len(cap_img), recipe.batch_size, recipe.seed + 1)
-            cap_emb, _ = model(pixels[cap_img[c]], vectors[cap_txt[c]])
+            cap_emb, _, _ = model(pixels[cap_img[c]], vectors[cap_txt[c]])
             logits_c = model.logit_scale.exp().clamp(max=100) * cap_emb @ vectors[cap_txt[c]].T
             target = torch.arange(len(c))
             parts["contrastive"] = (F.cross_entropy(logits_c, target) + F.cross_entropy(logits_c.T, target)) / 2
@@ -250,7 +258,7 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
     t1 = time.perf_counter()
     run_loop(out, recipe.steps, step, modules={"model": model}, optimizer=optimizer, scheduler=scheduler,
              resume=resume, label="encoder", quiet=quiet)
-    metrics: dict = {"data": data.counts() | {"source": data.source}, "answers": len(vocab)}
+    metrics: dict = {"data": data.counts() | {"source": data.source}, "answers": len(vocab), "words": len(words)}
     if held:
         model.eval()
         img, q, a = rows(held)

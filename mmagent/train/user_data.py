@@ -608,3 +608,27 @@ def _image_cell(cell: Any, base: Path | None, bank: _ImageBank, where: str) -> i
             path = base / path
         return bank.from_path(str(path), None)
     raise InputError(f"cannot read the image cell ({type(cell).__name__})")
+
+
+#: An answer word counts (as a thing an image shows) when it answers at least this many questions.
+MIN_WORD_COUNT = 5
+
+
+def answer_words(examples: list, images) -> tuple[Any, list[str]]:
+    """(multi-hot targets (len(images), words), words): for each image, which of the data's answer
+    words its open questions are answered with ("pink", "heart"; one-word answers, not yes/no, not
+    numbers: what an image shows somewhere, not a fact about all of it; words answering at least
+    `MIN_WORD_COUNT` questions). `examples` need `.image`, `.answer` and `.kind` ("qa")."""
+    import torch
+
+    qa = [e for e in examples if getattr(e, "kind", "qa") == "qa"]
+    counts = Counter(e.answer.lower() for e in qa if len(e.answer.split()) == 1
+                     and e.answer.lower() not in YES_NO and not e.answer.isdigit())
+    words = sorted(w for w, n in counts.items() if n >= MIN_WORD_COUNT)
+    column = {w: i for i, w in enumerate(words)}
+    row = {image: i for i, image in enumerate(images)}
+    targets = torch.zeros(len(row), len(words))
+    for e in qa:
+        if e.image in row and e.answer.lower() in column:
+            targets[row[e.image], column[e.answer.lower()]] = 1.0
+    return targets, words
