@@ -13,8 +13,16 @@ requests), then, in each of `--repeats` rounds, the same N requests (same order)
 
 and for each: requests/s (N / wall time), p50/p95/mean latency per request (client side), the
 count of 5xx (must be 0), 429s (retried after Retry-After, counted) and other errors, the server's
-CPU seconds per request, and on the batching server the batch sizes and batch times it ran. Medians
-over the rounds and the ratios (c)/(a), (c)/(b), (b)/(a) are printed (target on CPU: (c)/(a) >= 1.5).
+CPU seconds per request, the CPU every other process on the machine used meanwhile (from
+/proc/stat, in cores: this machine is shared), and on the batching server the batch sizes and batch
+times it ran. Medians over the rounds (and over only the phases the other processes left quiet,
+`--quiet-below`) and the ratios (c)/(a), (c)/(b), (b)/(a) are printed (target on CPU: (c)/(a) >= 1.5),
+and whether any answer differs from (a)'s.
+
+`--variant-env KEY=VALUE` adds a third server (batching, with those environment variables) and its
+phases (d) 16 clients and (d') sequential: `--variant-env OMP_NUM_THREADS=1` is torch on one thread.
+`--hog` keeps one core busy with a Python busy loop during the rounds (a machine shared with another
+job); `--server-env KEY=VALUE` sets variables for every server.
 
 Workloads (`--workload`): `direct` (default) chat completions answered by the local LLM itself
 (model `smollm2-135m-instruct`: the server calls the backend without a graph) with short arithmetic
@@ -34,7 +42,8 @@ Every server is terminated at the end, on errors and on Ctrl-C too. Loopback onl
 
     .venv/bin/python benchmarks/server_load.py [--requests 64] [--clients 16] [--max-tokens 32]
         [--repeats 2] [--batch-size 8] [--batch-wait-ms 20] [--workload direct|tools|asr]
-        [--soak 1000] [--plain] [--server-env KEY=VALUE ...] [--json OUT.json]
+        [--soak 1000] [--plain] [--variant-env KEY=VALUE ...] [--server-env KEY=VALUE ...] [--hog]
+        [--quiet-below CORES] [--no-sequential] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -474,7 +483,8 @@ def main() -> None:
                             "p50": p.pct(.5), "p95": p.pct(.95), "latencies": p.latencies,
                             "status": {str(k): v for k, v in p.status.items()}, "retries_429": p.retries_429,
                             "errors": p.errors, "server_cpu": p.server_cpu, "client_cpu": p.client_cpu,
-                            "batches": p.batches, "load": p.load, "others_cores": p.others / p.wall}
+                            "batches": p.batches, "load": p.load, "answers": p.answers,
+                            "others_cores": p.others / p.wall}
                            for p in phases],
                 "soak": soak_report}, indent=1))
         for s in servers:
@@ -523,7 +533,7 @@ def print_summary(phases: list[Phase], args) -> None:
         print(f"  answers that differ from the first (a), all other phases: "
               f"{sum(1 for p in phases if p is not seq[0] for i, t in p.answers.items() if ref.get(i, t) != t)}")
         for i in sorted(ref)[:3]:
-            print(f"    {question(i)!r} -> {ref[i]!r}")
+            print(f"    {'question.wav' if args.workload == 'asr' else repr(question(i))} -> {ref[i]!r}")
 
 
 def summarise(phases: list[Phase]) -> None:
@@ -548,13 +558,13 @@ def summarise(phases: list[Phase]) -> None:
                           for role in roles))
     a, a2, b, c, d = (med.get(k) for k in ("(a)", "(a')", "(b)", "(c)", "(d)"))
     print("  ratios (of the medians of req/s):")
-    for label, x, y, note in (("(c)/(a)  batching, 16 clients / sequential", c, a, "  (target >= 1.5)"),
-                              ("(c)/(b)  batching / no batching, 16 clients", c, b, ""),
-                              ("(b)/(a)  no batching, 16 clients / sequential", b, a, ""),
+    for label, x, y, note in (("(c)/(a)  batching, concurrent / sequential", c, a, "  (target >= 1.5)"),
+                              ("(c)/(b)  batching / no batching, concurrent", c, b, ""),
+                              ("(b)/(a)  no batching, concurrent / sequential", b, a, ""),
                               ("(a')/(a) sequential through the batcher / without", a2, a, ""),
                               ("(d)/(c)  the variant server / batching", d, c, ""),
-                              ("(d)/(a)  the variant server, 16 clients / sequential", d, a, ""),
-                              ("(d)/(d') the variant server, 16 clients / its sequential", d, med.get("(d')"), ""),
+                              ("(d)/(a)  the variant server, concurrent / sequential", d, a, ""),
+                              ("(d)/(d') the variant server, concurrent / its sequential", d, med.get("(d')"), ""),
                               ("(d')/(a) the variant server, sequential / sequential", med.get("(d')"), a, "")):
         if x and y:
             print(f"    {label:<58} {x / y:5.2f}{note}")
