@@ -104,3 +104,19 @@ def test_asr_backends_without_batch_are_left_alone():
 def test_size_one_means_no_batching(size):
     toolbox, batchers = batching_toolbox(scripted_toolbox(asr=BatchASR()), size)
     assert batchers == {}
+
+
+def test_streamed_chat_calls_go_to_the_backend_unbatched():
+    """A client streaming tokens wants them early: the proxy streams from the backend itself."""
+
+    class StreamingBatchLLM(ScriptedLLM):
+        def batch(self, requests, **kw):
+            raise AssertionError("a streamed call must not be batched")
+
+    from mmagent.backends import Message
+
+    toolbox, batchers = batching_toolbox(scripted_toolbox(llm=StreamingBatchLLM("one two three")), 4)
+    proxy = toolbox.get("llm")
+    assert "llm" in batchers and proxy is not None
+    pieces = list(proxy.stream([Message("user", "hi")]))
+    assert pieces == ["one ", "two ", "three"] and batchers["llm"].batches == []

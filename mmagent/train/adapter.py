@@ -271,7 +271,6 @@ def ground_projector(model, tokenizer, data, *, probe_steps: int = 300) -> dict:
     the word embeddings " <size>", " <colour>", " <kind>". The remaining hidden units keep their
     (calibrated) random start at a tenth of the scale. Training then refines all of it; the
     frozen LLM reads the image from step 0 instead of discovering a new embedding space."""
-    projector = model.model.multi_modal_projector
     patches = patch_features(model, data.pixels)
     calibration = calibrate_projector(model, patches[:256])
     x, y = patches.flatten(0, 1), data.cells.flatten(0, 1)
