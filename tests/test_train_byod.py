@@ -100,6 +100,7 @@ def test_the_whole_recipe_from_data_alone_with_bad_rows_reported(tmp_path, tiny_
         assert result.output.count(f"data.jsonl:{line}:") == 1, result.output
     encoder = json.loads((out / "encoder" / "metrics.json").read_text())
     assert "yes/no" in encoder["answer_accuracy"] and encoder["data"]["problems"] == len(toy.bad_lines)
+    assert encoder["recipe"]["patch_size"] == 8 and (not encoder["words"] or 0 <= encoder["words_accuracy"] <= 1)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["questions"] > 0 and metrics["data"]["val_images"] == 3
     assert (out / "model" / "config.json").is_file() and (out / "small" / "projector.safetensors").is_file()
@@ -151,3 +152,60 @@ def test_cli_errors_are_one_line(tmp_path):
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
     result = runner.invoke(build_cli(), ["train", "encoder", "--data", str(png), "--out", str(tmp_path / "d"), "--steps", "1"])
     assert result.exit_code != 0 and "not.jsonl" in result.output and "Traceback" not in result.output
+
+
+def test_multi_turn_examples_are_the_chat_template_with_every_answer_labelled(tiny_llama, tmp_path):
+    """Stage 2 on user data asks an image's questions as one conversation (LLaVA's multi-turn
+    data): the tokens are exactly what the chat template renders for that conversation, the
+    labels are each answer + <|im_end|> and nothing else, and a one-turn example costs the same
+    loss through the multi-turn path as through the single-answer one."""
+    from mmagent.train.adapter import (Example, _prompt, answer_loss, build_llava, encode_batch, image_tokens,
+                                       stage_examples)
+
+    tower = _tower("clip", tmp_path / "clip")
+    model, processor = build_llava(None, AdapterRecipe(llm=str(tiny_llama), vision_encoder=str(tower)))
+    tok = processor.tokenizer
+    questions = [Example(0, None, f"Question {n}?", answer, "t") for n, answer in enumerate(["pink", "yes", "2"])]
+    questions.append(Example(1, None, "Other image?", "no", "t"))
+    items = stage_examples([], questions, "mixed", turns=2)
+    assert [(e.scene, e.text, e.more) for e in items] == [
+        (0, "Question 0?", (("Question 1? Answer with one word.", "yes"),)), (0, "Question 2? Answer with one word.", ()),
+        (1, "Other image?", ())]
+    talk = Example(0, "Be brief.", "Question 0?", "pink", "t", (("Question 1?", "yes"),))
+    ids, mask, labels, keep = encode_batch(processor, [talk, Example(1, None, "Q?", "no", "t")])
+    assert keep is None and ids.shape == labels.shape
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Question 0?"}]},
+                {"role": "assistant", "content": "pink"}, {"role": "user", "content": "Question 1?"},
+                {"role": "assistant", "content": "yes"}]
+    rendered = processor.apply_chat_template(messages).replace("<image>", "<image>" * image_tokens(processor))
+    expected = tok(rendered.removesuffix("\n"), add_special_tokens=False)["input_ids"]
+    row = ids[0][mask[0].bool()].tolist()
+    assert row == expected
+    labelled = labels[0][labels[0] != -100].tolist()
+    assert tok.decode(labelled) == "pink<|im_end|>yes<|im_end|>"
+    # one turn: the gathered-positions loss equals the last-positions loss
+    single = [Example(0, None, "Q?", "pink", "t"), Example(1, "Be brief.", "Longer question here?", "no", "t")]
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        a = answer_loss(model, pixels, *encode_batch(processor, single))
+        ids, mask, labels, keep = encode_batch(processor, single)
+        full = torch.full_like(ids, -100)
+        full[:, -labels.shape[1]:] = labels
+        b = answer_loss(model, pixels, ids, mask, full, None)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert _prompt(processor, None, "Q?").count("<image>") == image_tokens(processor)
+
+
+def test_shifted_images_move_by_at_most_the_fraction_and_repeat_the_edge():
+    from mmagent.train.encoder import shifted
+
+    pixels = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).view(2, 3, 16, 16)
+    a = shifted(pixels, 0.125, torch.Generator().manual_seed(1))
+    b = shifted(pixels, 0.125, torch.Generator().manual_seed(1))
+    assert a.shape == pixels.shape and torch.equal(a, b)  # a function of the generator: --resume is exact
+    assert shifted(pixels, 0.0, torch.Generator()) is pixels
+    padded = torch.nn.functional.pad(pixels, (2, 2, 2, 2), mode="replicate")
+    for i in range(2):  # each image is one 16x16 window of its edge-padded self, at most 2 px off
+        windows = [(y, x) for y in range(5) for x in range(5) if torch.equal(a[i], padded[i, :, y:y + 16, x:x + 16])]
+        assert windows

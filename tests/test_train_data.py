@@ -405,3 +405,29 @@ def test_the_toy_writer_refuses_to_replace_other_folders_and_has_a_command(tmp_p
     assert toy_main(["--out", str(tmp_path / "t"), "--images", "2", "--overwrite"]) == 0
     assert len(list((tmp_path / "t" / "images").iterdir())) == 2 and not list(tmp_path.glob(".t.*"))
     assert toy_main(["--out", str(tmp_path / "t"), "--images", "0", "--overwrite"]) == 2
+
+
+def test_answer_words_reads_what_each_image_shows_from_its_answers_and_leaves_the_rest_unknown():
+    """The encoder's and the grounded start's per-patch targets: an open answer or a "yes" to a
+    question naming words says the image shows them; a "no" naming one word says it does not; a
+    "no" naming two says nothing; a word no question touches is unknown, not absent."""
+    pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from mmagent.train.user_data import MIN_WORD_COUNT, answer_words
+
+    def qa(image, question, answer):
+        return SimpleNamespace(image=image, kind="qa", question=question, answer=answer)
+
+    vocab = [qa(9, "q", w) for w in ("cyan", "heart", "hexagon", "pink", "ring") for _ in range(MIN_WORD_COUNT)]
+    rows = [qa(0, "Is there a pink heart?", "yes"), qa(0, "Is there a hexagon?", "no"),
+            qa(1, "Is there a pink ring?", "no"), qa(1, "What colour is the ring?", "cyan"),
+            qa(2, "Is there a ring?", "no"), qa(2, "Which shape is pink?", "ring"),  # "present" wins
+            SimpleNamespace(image=0, kind="caption", question="", answer="ring")]
+    targets, known, words = answer_words(vocab + rows, [0, 1, 2])
+    assert words == ["cyan", "heart", "hexagon", "pink", "ring"]
+    assert targets.tolist() == [[0, 1, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 1]]
+    assert known.tolist() == [[0, 1, 1, 1, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 1]]
+    # a given vocabulary (held-out images are read with the training one)
+    targets, known, words = answer_words(rows, [0], ["heart", "pink"])
+    assert words == ["heart", "pink"] and targets.tolist() == [[1, 1]] and known.tolist() == [[1, 1]]

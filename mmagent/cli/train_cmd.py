@@ -44,24 +44,25 @@ def train() -> None:
 
 @train.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--steps", type=click.IntRange(1), default=6000, show_default=True)
+@click.option("--steps", type=click.IntRange(1), help="[default: 6000; 3000 with --data]")
 @click.option("--scenes", "train_scenes", type=click.IntRange(64), default=20000, show_default=True,
               help="Training scenes (generated, deterministic).")
 @click.option("--batch-size", type=click.IntRange(2), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")
-def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int, data: str | None, val: str | None,
+def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, seed: int, data: str | None, val: str | None,
             val_fraction: float, resume: bool) -> None:
     """Pretrain the vision encoder: on scenes, a small ViT against frozen MiniLM description embeddings +
     attribute heads; on --data, the same ViT taught by your questions and answers (and captions)."""
     _check_out(out, resume, "checkpoint.pt")
     from ..train.encoder import EncoderRecipe, train_encoder, train_encoder_on_data
 
-    recipe = EncoderRecipe(seed=seed, steps=steps, train_scenes=train_scenes, batch_size=batch_size)
     if data is None:
+        recipe = EncoderRecipe(seed=seed, steps=steps or 6000, train_scenes=train_scenes, batch_size=batch_size)
         print_json(train_encoder(out, recipe, resume=resume))
         return
+    recipe = EncoderRecipe.for_data(seed=seed, batch_size=batch_size, **({"steps": steps} if steps else {}))
     print_json(train_encoder_on_data(out, recipe, data, val=val, val_fraction=val_fraction, resume=resume,
                                      on_data=_report))
 
@@ -83,9 +84,12 @@ def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int
 @click.option("--lora-modules", type=click.Choice(["all", "attention"]), default="all", show_default=True,
               help="LoRA on attention and MLP projections, or attention only.")
 @click.option("--caption-steps", type=click.IntRange(0), default=20, show_default=True, help="Stage 1.")
-@click.option("--qa-steps", type=click.IntRange(0), default=450, show_default=True, help="Stage 2.")
-@click.option("--focus-steps", type=click.IntRange(0), default=500, show_default=True,
-              help="Stage 3: QA with every question type equally often.")
+@click.option("--qa-steps", type=click.IntRange(0),
+              help="Stage 2.  [default: 450; 160 with --data (conversations of --turns questions)]")
+@click.option("--focus-steps", type=click.IntRange(0),
+              help="Stage 3: QA with every question type equally often.  [default: 500; 0 with --data]")
+@click.option("--turns", type=click.IntRange(1), metavar="N",
+              help="Stage 2 asks up to N questions about an image in one conversation.  [default: 1; 4 with --data]")
 @click.option("--scenes", "train_scenes", type=click.IntRange(16), default=3000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -97,9 +101,10 @@ def encoder(out: Path, steps: int, train_scenes: int, batch_size: int, seed: int
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when there is one), cpu, cuda, cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoints in --out.")
 def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_vision_layers: int, out: Path,
-            projector: str, num_queries: int, lora_rank: int, lora_modules: str, caption_steps: int, qa_steps: int,
-            focus_steps: int, train_scenes: int, batch_size: int, seed: int, data: str | None, val: str | None,
-            val_fraction: float, encoder_steps: int, llm: str, device: str, resume: bool) -> None:
+            projector: str, num_queries: int, lora_rank: int, lora_modules: str, caption_steps: int, qa_steps: int | None,
+            focus_steps: int | None, turns: int | None, train_scenes: int, batch_size: int, seed: int,
+            data: str | None, val: str | None, val_fraction: float, encoder_steps: int, llm: str, device: str,
+            resume: bool) -> None:
     """LLaVA recipe: frozen encoder + frozen SmolLM2; train the projector (and LoRA) on captions, then QA.
 
     \b
@@ -123,13 +128,17 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
         from ..train.encoder import EncoderRecipe, train_encoder_on_data
 
         encoder_dir = out / "encoder"
-        metrics = train_encoder_on_data(encoder_dir, EncoderRecipe(seed=seed, steps=encoder_steps), data, val=val,
+        metrics = train_encoder_on_data(encoder_dir, EncoderRecipe.for_data(seed=seed, steps=encoder_steps), data, val=val,
                                         val_fraction=val_fraction, on_data=_report,
                                         resume=resume and (encoder_dir / "checkpoint.pt").is_file())
         click.echo(f"encoder: answer accuracy on held-out images {metrics.get('answer_accuracy')}", err=True)
+    if qa_steps is None:
+        qa_steps = 160 if data is not None else 450
+    if focus_steps is None:
+        focus_steps = 0 if data is not None else 500
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
                            lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps,
-                           focus_steps=focus_steps, train_scenes=train_scenes, batch_size=batch_size,
+                           focus_steps=focus_steps, turns=turns, train_scenes=train_scenes, batch_size=batch_size,
                            vision_encoder=vision_encoder, unfreeze_vision_layers=unfreeze_vision_layers,
                            data=data, val=val, val_fraction=val_fraction, device=device, llm=llm)
     # the data's summary once: after the encoder step when there was one

@@ -69,6 +69,9 @@ class AdapterRecipe:
     val: str | None = None  # a held-out source of its own; else val_fraction of the images
     val_fraction: float = 0.1
     device: str = "auto"  # auto: CUDA when there is one (bf16 autocast there), else CPU
+    #: stage 2's conversations: up to this many questions about one image in one sequence; None:
+    #: 4 on the user's data (about 2.5x the answers per second of CPU), 1 in the scene world
+    turns: int | None = None
 
 
 def build_llava(encoder: Path | Tower | None, recipe: AdapterRecipe):
@@ -149,15 +152,20 @@ class Example:
     text: str
     answer: str
     type: str
+    #: further (question, answer) turns about the same image in the same conversation (LLaVA's
+    #: multi-turn instruction data: the image is read once for all of them)
+    more: tuple[tuple[str, str], ...] = ()
 
 
 def stage_examples(captions: list[Example], questions: list[Example], kind: str,
-                   types: tuple[str, ...] | None = None) -> list[Example]:
+                   types: tuple[str, ...] | None = None, turns: int = 1) -> list[Example]:
     """Stage 1 ("caption"): the captions. Stage 2 ("mixed"): every question, half with the
     adapter graph's system prompt and half without (a quarter of those with a one-word suffix
     when the answer is one word), so the model answers the graph and plain users alike, plus a
     quarter of the captions. Stage 3 ("balanced"): the same with every type equally often.
-    `questions` carry the plain question text (system None); `types`: the order of the types."""
+    `questions` carry the plain question text (system None); `types`: the order of the types.
+    `turns` > 1 (stage 2): an image's questions are asked as conversations of up to `turns`
+    turns (`Example.more`), each answer trained on: several answers for one read of the image."""
     if kind == "caption":
         return list(captions)
     if kind == "balanced":  # the mixed set with every QA type repeated up to the most common one's size
@@ -167,9 +175,20 @@ def stage_examples(captions: list[Example], questions: list[Example], kind: str,
         most = max(map(len, by_type), default=0)
         return [e for e in mixed if e.type == "caption"] + [v[i % len(v)] for v in by_type if v for i in range(most)]
     items = list(captions[::4])  # stage 2 keeps a quarter of the captions, so the model still captions
+    asked = []
     for n, q in enumerate(questions):
         suffix = SUFFIX if n % 4 in (1, 2) and len(q.answer.split()) == 1 else ""
-        items.append(Example(q.scene, QA_SYSTEM if n % 2 == 0 else None, q.text + suffix, q.answer, q.type))
+        asked.append(Example(q.scene, QA_SYSTEM if n % 2 == 0 else None, q.text + suffix, q.answer, q.type))
+    if turns <= 1:
+        return items + asked
+    by_image: dict[int, list[Example]] = {}
+    for q in asked:
+        by_image.setdefault(q.scene, []).append(q)
+    for group in by_image.values():  # the first turn keeps its own system prompt; the rest follow it
+        for i in range(0, len(group), turns):
+            first, rest = group[i], group[i + 1:i + turns]
+            items.append(Example(first.scene, first.system, first.text, first.answer, first.type,
+                                 tuple((q.text, q.answer) for q in rest)))
     return items
 
 
@@ -195,9 +214,13 @@ def eval_examples(scenes) -> list[Example]:
 
 
 def encode_batch(processor, batch: list[Example]):
-    """Left-padded ids with labels on the answer (+ <|im_end|>) only; returns (ids, mask, labels, keep)."""
+    """Left-padded ids with labels on the answer (+ <|im_end|>) only; returns (ids, mask, labels, keep).
+    `labels` covers the last `keep` positions; a batch with multi-turn examples labels every
+    answer of every turn, over the full width (`keep` None)."""
     tok = processor.tokenizer
     end = tok.convert_tokens_to_ids("<|im_end|>")
+    if any(item.more for item in batch):
+        return _encode_turns(processor, batch, end)
     rows, answers = [], []
     for item in batch:
         prompt = tok(_prompt(processor, item.system, item.text), add_special_tokens=False)["input_ids"]
@@ -216,9 +239,49 @@ def encode_batch(processor, batch: list[Example]):
     return ids, mask, labels, keep
 
 
+def _encode_turns(processor, batch: list[Example], end: int):
+    """`encode_batch` for conversations: the first turn as a single question is, then for each
+    further turn the chat template's "<|im_end|>\n<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"."""
+    tok = processor.tokenizer
+    rows, marks = [], []
+    for item in batch:
+        ids = tok(_prompt(processor, item.system, item.text), add_special_tokens=False)["input_ids"]
+        mark = [False] * len(ids)
+        for n, (question, answer) in enumerate(((item.text, item.answer), *item.more)):
+            if n:
+                turn = tok(f"\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n",
+                           add_special_tokens=False)["input_ids"]
+                ids, mark = ids + turn, mark + [False] * len(turn)
+            target = tok(answer, add_special_tokens=False)["input_ids"] + [end]
+            ids, mark = ids + target, mark + [True] * len(target)
+        rows.append(ids)
+        marks.append(mark)
+    width = max(map(len, rows))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else end
+    ids = torch.full((len(rows), width), pad)
+    mask = torch.zeros_like(ids)
+    labels = torch.full((len(rows), width), -100)
+    for r, (row, mark) in enumerate(zip(rows, marks)):
+        ids[r, width - len(row):] = torch.tensor(row)
+        mask[r, width - len(row):] = 1
+        labels[r, width - len(row):] = torch.where(torch.tensor(mark), torch.tensor(row), -100)
+    return ids, mask, labels, None
+
+
 def answer_loss(model, pixels, ids, mask, labels, keep) -> torch.Tensor:
     """Cross-entropy on the answer tokens, averaged per example first (a 40-token description and
-    a one-word answer weigh the same)."""
+    a one-word answer weigh the same). `keep` None (multi-turn): the LM head runs on the answer
+    positions only, gathered from the whole sequence."""
+    if keep is None:
+        hidden = model.model(input_ids=ids, attention_mask=mask, pixel_values=pixels).last_hidden_state
+        target = labels[:, 1:]
+        chosen = target != -100  # position t predicts token t+1
+        logits = model.lm_head(hidden[:, :-1][chosen])
+        per_token = torch.nn.functional.cross_entropy(logits.float(), target[chosen], reduction="none")
+        row = chosen.nonzero()[:, 0]
+        sums = torch.zeros(len(ids), device=per_token.device).index_add(0, row, per_token)
+        counts = chosen.sum(1).clamp(min=1)
+        return (sums / counts).mean()
     # logits at position t predict token t+1: keep the last `keep` positions, shift by one.
     out = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, logits_to_keep=keep + 1)
     logits = out.logits[:, :-1]
@@ -309,13 +372,15 @@ def _install_probe(model, tokenizer, probe: torch.nn.Linear, words: list[list[st
     return active.item()
 
 
-def ground_on_answers(model, tokenizer, pixels, targets: torch.Tensor, words: list[str], *,
+def ground_on_answers(model, tokenizer, pixels, targets: torch.Tensor, known: torch.Tensor, words: list[str], *,
                       probe_steps: int = 300) -> dict:
     """The grounded start without the scene world's truth: the user's own answers. Each image's
-    target is the set of answer words of its open questions ("pink", "heart"); a linear probe on
+    target is the set of answer words it shows where its questions tell (`answer_words`); a linear probe on
     the patch tokens learns, per patch, which of those words it shows (multiple-instance: an
     image's word is there when its best patch says so), and is installed in the MLP projector as
     in `ground_projector`, so the image tokens start as the words the questions are answered with."""
+    from .encoder import known_bce
+
     patches = patch_features(model, pixels)
     calibration = calibrate_projector(model, patches[:256])
     split = max(1, int(0.8 * len(patches)))
@@ -323,14 +388,14 @@ def ground_on_answers(model, tokenizer, pixels, targets: torch.Tensor, words: li
     optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
     for _ in range(probe_steps):
         logits = probe(patches[:split]).amax(dim=1)  # (images, words): the best patch
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[:split])
+        loss = known_bce(logits, targets[:split], known[:split])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     with torch.no_grad():
         image_logits = probe(patches).amax(dim=1)
-        held = ((image_logits[split:] > 0) == targets[split:].bool()).float().mean().item() if split < len(patches) \
-            else float("nan")
+        right = ((image_logits[split:] > 0) == targets[split:].bool()).float() * known[split:]
+        held = (right.sum() / known[split:].sum()).item() if known[split:].sum() else float("nan")
         active = _install_probe(model, tokenizer, probe, [[f" {w}"] for w in words],
                                 image_logits[targets.bool()])
     return calibration | {"probe_word_accuracy": round(held, 4), "probe_words": len(words),
@@ -341,7 +406,8 @@ def ground_on_answers(model, tokenizer, pixels, targets: torch.Tensor, words: li
 def evaluate_qa(model, processor, items: list[Example], pixels, *, limit: int | None = None, batch_size: int = 16,
                 score=None) -> dict:
     """Greedy answers to held-out questions (`items`, each asked with its own system prompt);
-    accuracy per type. `score(reply, answer, type)`: the scene scorer by default."""
+    accuracy per type, and POPE's yes-ratio / precision / recall / F1 for each yes/no type
+    (under "pope"). `score(reply, answer, type)`: the scene scorer by default."""
     from ..scenes.scoring import is_correct
 
     score = score or is_correct
@@ -352,6 +418,7 @@ def evaluate_qa(model, processor, items: list[Example], pixels, *, limit: int | 
     device = next(model.parameters()).device
     longest = max((len(tok(e.answer, add_special_tokens=False)["input_ids"]) for e in items), default=1)
     correct: dict[str, list[int]] = {}
+    said: dict[str, list[dict]] = {}  # yes/no questions' replies, for POPE's numbers
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
         enc = tok([_prompt(processor, e.system, e.text) for e in batch], return_tensors="pt", padding=True,
@@ -362,9 +429,14 @@ def evaluate_qa(model, processor, items: list[Example], pixels, *, limit: int | 
         replies = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         for item, reply in zip(batch, replies):
             correct.setdefault(item.type, []).append(int(score(reply, item.answer, item.type)))
+            said.setdefault(item.type, []).append({"reference": [item.answer], "prediction": reply})
     model.train()
+    from ..eval.stats import pope
+
+    yes_no = {t: pope(rows) for t, rows in sorted(said.items())
+              if all(r["reference"][0].strip().lower() in ("yes", "no") for r in rows)}
     return {t: round(sum(v) / len(v), 4) for t, v in sorted(correct.items())} | {
-        "questions": sum(len(v) for v in correct.values())}
+        "questions": sum(len(v) for v in correct.values())} | ({"pope": yes_no} if yes_no else {})
 
 
 def _autocast(device: torch.device):
@@ -470,8 +542,8 @@ def user_data(recipe: AdapterRecipe, tower: Tower, on_data=None) -> AdapterData:
     from .user_data import answer_words
 
     images = data.train_images[:recipe.probe_scenes]
-    targets, words = answer_words(data.train, images)
-    grounding = (images, targets, words) if words else None
+    targets, known, words = answer_words(data.train, images)
+    grounding = (images, targets, known, words) if words else None
     held = [Example(e.image, QA_SYSTEM, e.question, e.answer, e.type) for e in data.val if e.kind == "qa"]
     calibration = pixels[list(data.train_images[:256])]
     return AdapterData(pixels, pixels, captions, questions, held, types, score=answer_matches, grounding=grounding,
@@ -510,14 +582,15 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
         data = scene_data(recipe, tower, grounded)
     if grounded:  # the probe needs the MLP's hidden layer and the scenes' truth; the others only calibrate
         calibration = ground_projector(model, processor.tokenizer, data.grounding)
-    elif recipe.projector == "mlp" and data.grounding is not None and len(data.grounding[2]) <= hidden:
-        images, targets, words = data.grounding  # the user's data: grounded on its answer words
-        calibration = ground_on_answers(model, processor.tokenizer, data.pixels[list(images)], targets, words)
+    elif recipe.projector == "mlp" and data.grounding is not None and len(data.grounding[-1]) <= hidden:
+        images, targets, known, words = data.grounding  # the user's data: grounded on its answer words
+        calibration = ground_on_answers(model, processor.tokenizer, data.pixels[list(images)], targets, known, words)
         grounded = True
     else:
         calibration = calibrate_projector(model, patch_features(model, data.calibration_pixels[:256]))
     model.to(device)
     projector_lr = recipe.lr if recipe.lr is not None else (3e-5 if grounded else 1e-3)
+    turns = recipe.turns if recipe.turns is not None else (4 if recipe.data is not None else 1)
     stages = [("caption", recipe.caption_steps if data.captions else 0), ("qa", recipe.qa_steps),
               ("focus", recipe.focus_steps)]
     timings, lora = {}, None
@@ -528,7 +601,7 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
             lora = add_lora(model, recipe.lora_rank, recipe.lora_modules)
         trainable = TrainableState(model)
         items = stage_examples(data.captions, data.questions, {"qa": "mixed", "focus": "balanced"}.get(stage, stage),
-                               data.types)
+                               data.types, turns=turns if stage == "qa" else 1)
         if not items:
             continue
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]

@@ -41,6 +41,18 @@ class EncoderRecipe:
     heads: int = 4
     patch_size: int = 16
     contrastive_weight: float = 1.0
+    #: the user's data: each training image shifted by up to this fraction of its side (edges
+    #: repeated), a new shift every step — a few thousand images then look like many more. 0: off.
+    #: (A shift keeps what and where-relative-to-what; a flip would swap "left" and "right".)
+    shift: float = 0.0
+
+    @classmethod
+    def for_data(cls, **changes) -> "EncoderRecipe":
+        """The default recipe on the user's data (`train_encoder_on_data`): 8-px patches (a 64-px
+        image is 64 tokens: shapes a few patches wide are seen in parts, not cut in quarters —
+        held-out shape answers 0.59 with 16-px patches, 0.78 with 8-px on the toy set), a narrower
+        ViT to keep the step cheap, 3,000 steps, shifted images."""
+        return cls(**{"patch_size": 8, "hidden_size": 128, "steps": 3000, "shift": 0.0625, **changes})
 
 
 def vision_config(recipe: EncoderRecipe, text_dim: int):
@@ -184,6 +196,24 @@ class QAEncoder(nn.Module):
                 self.words(tokens).amax(dim=1))
 
 
+def shifted(pixels: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """Each image moved by a random offset of up to `fraction` of its side on each axis, the
+    uncovered border filled by repeating the edge."""
+    if fraction <= 0:
+        return pixels
+    n, _, h, w = pixels.shape
+    pad = max(1, int(round(fraction * h)))
+    padded = F.pad(pixels, (pad, pad, pad, pad), mode="replicate")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).tolist()
+    return torch.stack([padded[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(zip(dy, dx))])
+
+
+def known_bce(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy over the entries whose truth is known (`known` 1), the rest ignored."""
+    per = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return (per * known).sum() / known.sum().clamp(min=1)
+
+
 def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *, val: str | None = None,
                           val_fraction: float = 0.1, resume: bool = False, quiet: bool = False,
                           on_data=None) -> dict:
@@ -230,7 +260,7 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
     train_img, train_q, train_a = rows(train)
     cap_img = torch.tensor([e.image for e in captions], dtype=torch.long)
     cap_txt = torch.tensor([table[e.answer] for e in captions], dtype=torch.long)
-    word_targets, words = answer_words(data.train, range(len(data.images)))  # rows of held-out images stay 0
+    word_targets, word_known, words = answer_words(data.train, range(len(data.images)))  # held-out rows: unknown
     data_seconds = time.perf_counter() - t0
     model = QAEncoder(vision_config(recipe, vectors.shape[1]), vectors.shape[1], len(vocab), len(words))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -238,11 +268,12 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
 
     def step(i: int) -> dict:
         idx = batch_indices(i, len(train_img), recipe.batch_size, recipe.seed)
-        emb, logits, shown = model(pixels[train_img[idx]], vectors[train_q[idx]])
+        moves = torch.Generator().manual_seed(recipe.seed * 1_000_003 + i)  # a function of the step: --resume exact
+        emb, logits, shown = model(shifted(pixels[train_img[idx]], recipe.shift, moves), vectors[train_q[idx]])
         answer = F.cross_entropy(logits, train_a[idx], ignore_index=-100)
         parts = {"answer": answer}
         if words:
-            parts["words"] = F.binary_cross_entropy_with_logits(shown, word_targets[train_img[idx]])
+            parts["words"] = known_bce(shown, word_targets[train_img[idx]], word_known[train_img[idx]])
         if len(cap_img) >= 2:
             c = batch_indices(i, len(cap_img), recipe.batch_size, recipe.seed + 1)
             cap_emb, _, _ = model(pixels[cap_img[c]], vectors[cap_txt[c]])
@@ -270,6 +301,14 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
         for e, guess, want in zip(held, guesses.tolist(), a.tolist()):
             by_type.setdefault(e.type, []).append(int(guess == want))
         metrics["answer_accuracy"] = {t: round(sum(v) / len(v), 4) for t, v in sorted(by_type.items())}
+        if words:  # the per-patch words head on held-out images, where their questions tell
+            val_images = sorted({e.image for e in held})
+            targets, known, _ = answer_words(data.val, val_images, words)
+            with torch.no_grad():
+                shown = torch.cat([model(pixels[chunk], vectors[:1].expand(len(chunk), -1))[2]  # any question
+                                   for chunk in (val_images[i:i + 256] for i in range(0, len(val_images), 256))])
+            right = ((shown > 0).float() == targets).float() * known
+            metrics["words_accuracy"] = round((right.sum() / known.sum().clamp(min=1)).item(), 4)
     metrics.update(train_seconds=round(time.perf_counter() - t1, 1), data_seconds=round(data_seconds, 1),
                    parameters=sum(p.numel() for p in model.vision.parameters()), recipe=asdict(recipe))
     model.vision.save_pretrained(out / "vision")

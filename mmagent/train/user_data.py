@@ -614,21 +614,51 @@ def _image_cell(cell: Any, base: Path | None, bank: _ImageBank, where: str) -> i
 MIN_WORD_COUNT = 5
 
 
-def answer_words(examples: list, images) -> tuple[Any, list[str]]:
-    """(multi-hot targets (len(images), words), words): for each image, which of the data's answer
-    words its open questions are answered with ("pink", "heart"; one-word answers, not yes/no, not
-    numbers: what an image shows somewhere, not a fact about all of it; words answering at least
-    `MIN_WORD_COUNT` questions). `examples` need `.image`, `.answer` and `.kind` ("qa")."""
+def answer_words(examples: list, images, words: list[str] | None = None) -> tuple[Any, Any, list[str]]:
+    """(targets, known, words): for each image (rows, in the order of `images`) and each of the
+    data's answer words (one-word answers that are not yes/no or numbers, answering at least
+    `MIN_WORD_COUNT` questions: "pink", "heart" — what an image shows somewhere, not a fact about
+    all of it), whether the image shows it (targets 1/0) where the questions tell (known 1), read
+    from the answers themselves:
+
+    - an open question answered with a word: the image shows that word;
+    - a yes/no question answered "yes": it shows every answer word the question names
+      ("Is there a pink heart?" — yes);
+    - answered "no" and naming exactly one answer word: it does not show that word ("Is there a
+      hexagon?" — no). With two ("a pink heart?" — no) it is not known which one is missing.
+
+    Everything else stays unknown (known 0): a word no question of the image touches is not
+    taken as absent. (A negated question — "Is there no heart?" — would read wrongly; such
+    questions are rare in visual QA data.) `examples` need `.image`, `.question`, `.answer` and
+    `.kind` ("qa"). `words`: this vocabulary instead of the examples' own (for held-out images)."""
+    import re
+
     import torch
 
     qa = [e for e in examples if getattr(e, "kind", "qa") == "qa"]
     counts = Counter(e.answer.lower() for e in qa if len(e.answer.split()) == 1
                      and e.answer.lower() not in YES_NO and not e.answer.isdigit())
-    words = sorted(w for w, n in counts.items() if n >= MIN_WORD_COUNT)
+    if words is None:
+        words = sorted(w for w, n in counts.items() if n >= MIN_WORD_COUNT)
     column = {w: i for i, w in enumerate(words)}
     row = {image: i for i, image in enumerate(images)}
     targets = torch.zeros(len(row), len(words))
+    known = torch.zeros(len(row), len(words))
+    absent: list[tuple[int, int]] = []
     for e in qa:
-        if e.image in row and e.answer.lower() in column:
-            targets[row[e.image], column[e.answer.lower()]] = 1.0
-    return targets, words
+        if e.image not in row:
+            continue
+        r, answer = row[e.image], e.answer.lower()
+        if answer in column:
+            targets[r, column[answer]] = known[r, column[answer]] = 1.0
+        elif answer in YES_NO:
+            named = [column[w] for w in dict.fromkeys(re.findall(r"[\w']+", e.question.lower())) if w in column]
+            if answer == "yes":
+                for c in named:
+                    targets[r, c] = known[r, c] = 1.0
+            elif len(named) == 1:
+                absent.append((r, named[0]))
+    for r, c in absent:  # "present" wins over a contradicting "absent"
+        if not targets[r, c]:
+            known[r, c] = 1.0
+    return targets, known, words
