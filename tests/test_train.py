@@ -228,3 +228,33 @@ def test_cli_refuses_to_start_over_on_an_earlier_run(tmp_path):
                          timeout=120)
     assert out.returncode != 0 and "--resume" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert (tmp_path / "enc" / "checkpoint.pt").read_bytes() == b"earlier run"
+
+
+@pytest.mark.slow
+def test_places_and_signs_teach_position_and_reading_and_report_pope(tmp_path, tiny_llama, zoo_model, monkeypatch):
+    """The position / read-the-word recipe (not yet the shipped one): the encoder's patch tokens
+    also learn their object's row and column words and the printed word over them; the adapter
+    trains and is scored on read-the-word questions, starts with position and word units in its
+    projector, and reports POPE's yes-ratio / precision / recall / F1 for the yes/no types."""
+    from mmagent.train.adapter import AdapterRecipe, train_adapter
+    from mmagent.train.encoder import EncoderRecipe, train_encoder
+    from mmagent.train.scene_data import PLACES, make_scenes
+
+    monkeypatch.setenv("MMAGENT_HOME", str(zoo_model("all-minilm-l6-v2").parent.parent))
+    scenes = make_scenes("t", 40)
+    worded = [i for i, s in enumerate(scenes.scenes) if s.word]
+    assert worded and all(scenes.signs[i].sum() >= 1 for i in worded)  # the sign covers some patches
+    assert all(scenes.signs[i].sum() == 0 for i in range(40) if i not in worded)
+    assert scenes.places.sum(-1).sum(-1).tolist() == [2 * len(s.objects) for s in scenes.scenes]
+    i = worded[0]
+    assert scenes.signs[i].nonzero()[:, 0].min() >= 12  # the band is the bottom row of patches
+    enc = tmp_path / "enc"
+    metrics = train_encoder(enc, EncoderRecipe(train_scenes=64, eval_scenes=32, steps=3, batch_size=16, hidden_size=32,
+                                               layers=1, heads=2, places_and_signs=True), quiet=True)
+    assert 0 <= metrics["patch_places_all_correct"] <= 1 and 0 <= metrics["sign_patch_accuracy"] <= 1
+    recipe = AdapterRecipe(llm=str(tiny_llama), train_scenes=24, eval_scenes=8, probe_scenes=32, caption_steps=1,
+                           qa_steps=2, focus_steps=1, batch_size=4, lora_rank=2, places_and_signs=True)
+    out = train_adapter(enc, tmp_path / "ad", recipe, quiet=True)
+    assert "read" in out and {"existence", "position"} <= set(out["pope"])
+    assert set(out["pope"]["existence"]) >= {"yes_ratio", "precision", "recall", "f1"}
+    assert "read" not in out["pope"] and len(PLACES) == 6

@@ -49,17 +49,20 @@ def train() -> None:
               help="Training scenes (generated, deterministic).")
 @click.option("--batch-size", type=click.IntRange(2), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--places-and-signs", is_flag=True,
+              help="Scenes: also learn where each object is (row, column words) and the printed word.")
 @data_options
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")
-def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, seed: int, data: str | None, val: str | None,
-            val_fraction: float, resume: bool) -> None:
+def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, seed: int, places_and_signs: bool,
+            data: str | None, val: str | None, val_fraction: float, resume: bool) -> None:
     """Pretrain the vision encoder: on scenes, a small ViT against frozen MiniLM description embeddings +
     attribute heads; on --data, the same ViT taught by your questions and answers (and captions)."""
     _check_out(out, resume, "checkpoint.pt")
     from ..train.encoder import EncoderRecipe, train_encoder, train_encoder_on_data
 
     if data is None:
-        recipe = EncoderRecipe(seed=seed, steps=steps or 6000, train_scenes=train_scenes, batch_size=batch_size)
+        recipe = EncoderRecipe(seed=seed, steps=steps or 6000, train_scenes=train_scenes, batch_size=batch_size,
+                               places_and_signs=places_and_signs)
         print_json(train_encoder(out, recipe, resume=resume))
         return
     recipe = EncoderRecipe.for_data(seed=seed, batch_size=batch_size, **({"steps": steps} if steps else {}))
@@ -93,6 +96,8 @@ def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, se
 @click.option("--scenes", "train_scenes", type=click.IntRange(16), default=3000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--places-and-signs", is_flag=True,
+              help="Scenes: also learn where each object is (row, column words) and the printed word.")
 @data_options
 @click.option("--encoder-steps", type=click.IntRange(1), default=3000, show_default=True,
               help="With --data and no encoder given: steps of the encoder trained first (into OUT/encoder).")
@@ -103,7 +108,7 @@ def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, se
 def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_vision_layers: int, out: Path,
             projector: str, num_queries: int, lora_rank: int, lora_modules: str, caption_steps: int, qa_steps: int | None,
             focus_steps: int | None, turns: int | None, train_scenes: int, batch_size: int, seed: int,
-            data: str | None, val: str | None, val_fraction: float, encoder_steps: int, llm: str, device: str,
+            places_and_signs: bool, data: str | None, val: str | None, val_fraction: float, encoder_steps: int, llm: str, device: str,
             resume: bool) -> None:
     """LLaVA recipe: frozen encoder + frozen SmolLM2; train the projector (and LoRA) on captions, then QA.
 
@@ -138,7 +143,7 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
         focus_steps = 0 if data is not None else 500
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
                            lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps,
-                           focus_steps=focus_steps, turns=turns, train_scenes=train_scenes, batch_size=batch_size,
+                           focus_steps=focus_steps, turns=turns, places_and_signs=places_and_signs, train_scenes=train_scenes, batch_size=batch_size,
                            vision_encoder=vision_encoder, unfreeze_vision_layers=unfreeze_vision_layers,
                            data=data, val=val, val_fraction=val_fraction, device=device, llm=llm)
     # the data's summary once: after the encoder step when there was one

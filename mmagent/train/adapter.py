@@ -26,11 +26,14 @@ import torch
 from ..errors import InputError
 from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT, QA_SYSTEM
 from .loop import TrainableState, batch_indices, logged_seconds, run_loop, warmup_cosine
-from .scene_data import SIZED, make_scenes
+from ..scenes.vocab import WORDS
+from .scene_data import PLACES, SIZED, make_scenes
 from .vision import Tower, load_tower, preprocess, unfreeze_last
 
 IMAGE_TOKEN = "<image>"
 QA_TYPES = ("existence", "colour", "shape", "count", "position", "comparison")
+#: with `places_and_signs`: the printed word too
+READ_TYPES = (*QA_TYPES, "read")
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
@@ -69,6 +72,9 @@ class AdapterRecipe:
     val: str | None = None  # a held-out source of its own; else val_fraction of the images
     val_fraction: float = 0.1
     device: str = "auto"  # auto: CUDA when there is one (bf16 autocast there), else CPU
+    #: scenes: train read-the-word questions too and start the projector with position and
+    #: printed-word units (needs an encoder trained with `EncoderRecipe.places_and_signs`)
+    places_and_signs: bool = False
     #: stage 2's conversations: up to this many questions about one image in one sequence; None:
     #: 4 on the user's data (about 2.5x the answers per second of CPU), 1 in the scene world
     turns: int | None = None
@@ -197,20 +203,20 @@ def scene_captions(scenes) -> list[Example]:
             for prompt, text in ((CAPTION_PROMPT, s.caption), (DESCRIBE_PROMPT, s.description))]
 
 
-def scene_questions(scenes) -> list[Example]:
+def scene_questions(scenes, types: tuple[str, ...] = QA_TYPES) -> list[Example]:
     return [Example(i, None, q.question, q.answer, q.type) for i, s in enumerate(scenes) for q in s.questions
-            if q.type in QA_TYPES]
+            if q.type in types]
 
 
-def examples(scenes, kind: str) -> list[Example]:
+def examples(scenes, kind: str, types: tuple[str, ...] = QA_TYPES) -> list[Example]:
     """The scene world's examples of a stage ("caption", "mixed", "balanced": `stage_examples`)."""
-    return stage_examples(scene_captions(scenes), scene_questions(scenes), kind, QA_TYPES)
+    return stage_examples(scene_captions(scenes), scene_questions(scenes, types), kind, types)
 
 
-def eval_examples(scenes) -> list[Example]:
+def eval_examples(scenes, types: tuple[str, ...] = QA_TYPES) -> list[Example]:
     """Held-out questions exactly as `graphs/adapter.py` asks them."""
     return [Example(i, QA_SYSTEM, q.question, q.answer, q.type) for i, s in enumerate(scenes) for q in s.questions
-            if q.type in QA_TYPES]
+            if q.type in types]
 
 
 def encode_batch(processor, batch: list[Example]):
@@ -327,16 +333,23 @@ def calibrate_projector(model, patches: torch.Tensor) -> dict:
     return {"feature_rms": round(features.pow(2).mean().sqrt().item(), 4), "embedding_rms": round(target.item(), 4)}
 
 
-def ground_projector(model, tokenizer, data, *, probe_steps: int = 300) -> dict:
+def ground_projector(model, tokenizer, data, *, probe_steps: int = 300, places_and_signs: bool = False) -> dict:
     """Start LLaVA's MLP projector in the LLM's vocabulary: a linear probe on the frozen patch
     features finds which object (colour x kind x size) has its centre in each patch; those probe
     units open the projector's hidden layer, and its output layer maps each unit to the sum of
     the word embeddings " <size>", " <colour>", " <kind>". The remaining hidden units keep their
     (calibrated) random start at a tenth of the scale. Training then refines all of it; the
-    frozen LLM reads the image from step 0 instead of discovering a new embedding space."""
+    frozen LLM reads the image from step 0 instead of discovering a new embedding space.
+    `places_and_signs`: units for where the object is (" top" ... " right") and for the printed
+    word over the patch (" stop") too."""
     patches = patch_features(model, data.pixels)
     calibration = calibrate_projector(model, patches[:256])
-    x, y = patches.flatten(0, 1), data.cells.flatten(0, 1)
+    words = [[f" {size}", f" {colour}", f" {kind}"] for colour, kind, size in SIZED]
+    targets = [data.cells]
+    if places_and_signs:
+        targets += [data.places, data.signs]
+        words += [[f" {w}"] for w in PLACES] + [[f" {w.lower()}"] for w in WORDS]
+    x, y = patches.flatten(0, 1), torch.cat(targets, dim=-1).flatten(0, 1)
     split = int(0.8 * len(x))
     probe = torch.nn.Linear(x.shape[1], y.shape[1])
     optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
@@ -347,7 +360,6 @@ def ground_projector(model, tokenizer, data, *, probe_steps: int = 300) -> dict:
         optimizer.step()
     with torch.no_grad():
         held = (probe(x[split:]) > 0) == y[split:].bool()
-        words = [[f" {size}", f" {colour}", f" {kind}"] for colour, kind, size in SIZED]
         active = _install_probe(model, tokenizer, probe, words, probe(x)[y.bool()])
     return calibration | {"probe_patch_accuracy": round(held.all(1).float().mean().item(), 4),
                           "probe_unit_mean": round(active, 3)}
@@ -475,8 +487,9 @@ def scene_data(recipe: AdapterRecipe, tower: Tower, grounded: bool) -> AdapterDa
 
         for data in (start, train, held_out):
             data.pixels = preprocess(tower, [render(s) for s in data.scenes])
-    return AdapterData(train.pixels, held_out.pixels, scene_captions(train.scenes), scene_questions(train.scenes),
-                       eval_examples(held_out.scenes), QA_TYPES, grounding=start if grounded else None,
+    types = READ_TYPES if recipe.places_and_signs else QA_TYPES
+    return AdapterData(train.pixels, held_out.pixels, scene_captions(train.scenes), scene_questions(train.scenes, types),
+                       eval_examples(held_out.scenes, types), types, grounding=start if grounded else None,
                        calibration_pixels=start.pixels,
                        summary={"data": "scene world", "train_images": recipe.train_scenes,
                                 "eval_images": recipe.eval_scenes})
@@ -575,13 +588,15 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     tower = load_tower(encoder_dir, recipe.vision_encoder)
     model, processor = build_llava(tower, recipe)
     hidden = model.config.text_config.hidden_size
-    grounded = recipe.projector == "mlp" and tower.own and recipe.data is None and hidden >= len(SIZED)
+    units = len(SIZED) + (len(PLACES) + len(WORDS) if recipe.places_and_signs else 0)
+    grounded = recipe.projector == "mlp" and tower.own and recipe.data is None and hidden >= units
     if recipe.data is not None:
         data = user_data(recipe, tower, on_data)
     else:
         data = scene_data(recipe, tower, grounded)
     if grounded:  # the probe needs the MLP's hidden layer and the scenes' truth; the others only calibrate
-        calibration = ground_projector(model, processor.tokenizer, data.grounding)
+        calibration = ground_projector(model, processor.tokenizer, data.grounding,
+                                       places_and_signs=recipe.places_and_signs)
     elif recipe.projector == "mlp" and data.grounding is not None and len(data.grounding[-1]) <= hidden:
         images, targets, known, words = data.grounding  # the user's data: grounded on its answer words
         calibration = ground_on_answers(model, processor.tokenizer, data.pixels[list(images)], targets, known, words)

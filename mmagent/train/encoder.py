@@ -24,7 +24,7 @@ from torch import nn
 from ..errors import InputError
 from ..scenes import COLOURS, KINDS
 from .loop import batch_indices, run_loop, warmup_cosine
-from .scene_data import COMBOS, GRID, IMAGE_SIZE, MAX_COUNT, SIZED, SceneTensors, make_scenes
+from .scene_data import COMBOS, GRID, IMAGE_SIZE, MAX_COUNT, PLACES, SIZED, SceneTensors, make_scenes
 
 
 @dataclass
@@ -41,6 +41,10 @@ class EncoderRecipe:
     heads: int = 4
     patch_size: int = 16
     contrastive_weight: float = 1.0
+    #: scenes: the patch tokens also learn where their object is in words (row, column) and which
+    #: printed word covers them, so the adapter can answer position and read-the-word questions
+    #: (off: the recipe of the shipped scene VLM, which answers position 0.57 and reading 0)
+    places_and_signs: bool = False
     #: the user's data: each training image shifted by up to this fraction of its side (edges
     #: repeated), a new shift every step — a few thousand images then look like many more. 0: off.
     #: (A shift keeps what and where-relative-to-what; a flip would swap "left" and "right".)
@@ -64,7 +68,7 @@ def vision_config(recipe: EncoderRecipe, text_dim: int):
 
 
 class SceneEncoder(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, places_and_signs: bool = False):
         super().__init__()
         from transformers import CLIPVisionModelWithProjection
 
@@ -75,24 +79,38 @@ class SceneEncoder(nn.Module):
         self.counts = nn.Linear(hidden, len(KINDS) * (MAX_COUNT + 1))
         self.total = nn.Linear(hidden, MAX_COUNT + 1)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        if places_and_signs:
+            from ..scenes.vocab import WORDS
+
+            self.places = nn.Linear(hidden, len(PLACES))
+            self.signs = nn.Linear(hidden, len(WORDS))
 
     def forward(self, pixels: torch.Tensor):
         out = self.vision(pixel_values=pixels)
         tokens = out.last_hidden_state[:, 1:]  # what LLaVA's "default" strategy passes on
         patches = tokens.mean(dim=1)
+        extra = (self.places(tokens), self.signs(tokens)) if hasattr(self, "places") else ()
         return (F.normalize(out.image_embeds, dim=-1), self.presence(patches),
-                self.counts(patches).view(-1, len(KINDS), MAX_COUNT + 1), self.total(patches), self.cells(tokens))
+                self.counts(patches).view(-1, len(KINDS), MAX_COUNT + 1), self.total(patches), self.cells(tokens),
+                *extra)
+
+
+def _per_patch(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy summed over the targets of a patch, averaged over patches."""
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / logits[..., 0].numel()
 
 
 def losses(model: SceneEncoder, data: SceneTensors, text: torch.Tensor, idx: torch.Tensor, recipe) -> dict:
-    emb, presence, counts, total, cells = model(data.pixels[idx])
+    emb, presence, counts, total, cells, *extra = model(data.pixels[idx])
     logits = model.logit_scale.exp().clamp(max=100) * emb @ text[idx].T
     target = torch.arange(len(idx))
     contrastive = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
     attributes = (F.binary_cross_entropy_with_logits(presence, data.presence[idx])
                   + F.cross_entropy(counts.reshape(-1, MAX_COUNT + 1), data.counts[idx].reshape(-1))
                   + F.cross_entropy(total, data.total[idx])
-                  + F.binary_cross_entropy_with_logits(cells, data.cells[idx], reduction="sum") / cells[..., 0].numel())
+                  + _per_patch(cells, data.cells[idx]))
+    if extra:
+        attributes = attributes + _per_patch(extra[0], data.places[idx]) + _per_patch(extra[1], data.signs[idx])
     return {"loss": recipe.contrastive_weight * contrastive + attributes, "contrastive": contrastive,
             "attributes": attributes}
 
@@ -106,6 +124,14 @@ def evaluate(model: SceneEncoder, data: SceneTensors, text: torch.Tensor, embed)
     counts = torch.cat([o[2] for o in outs]).argmax(-1)
     total = torch.cat([o[3] for o in outs]).argmax(-1)
     cells = torch.cat([o[4] for o in outs]) > 0
+    extra = {}
+    if len(outs[0]) > 5:  # where each object is, and the printed word, per patch
+        places = torch.cat([o[5] for o in outs]) > 0
+        signs = torch.cat([o[6] for o in outs]).argmax(-1)
+        covered = data.signs.sum(-1) > 0
+        extra = {"patch_places_all_correct": round((places == data.places.bool()).all(2).all(1).float().mean().item(), 4),
+                 "sign_patch_accuracy": round((signs[covered] == data.signs.argmax(-1)[covered]).float().mean().item(), 4)
+                 if covered.any() else None}
     sims = emb @ text.T
     r_at_1 = (sims.argmax(1) == torch.arange(len(emb))).float().mean().item()
     prompts = [f"a {colour} {kind}" for colour, kind in COMBOS]
@@ -121,7 +147,7 @@ def evaluate(model: SceneEncoder, data: SceneTensors, text: torch.Tensor, embed)
         "count_accuracy": round((counts == data.counts).float().mean().item(), 4),
         "total_accuracy": round((total == data.total).float().mean().item(), 4),
         "patch_objects_all_correct": round((cells == data.cells.bool()).all(2).all(1).float().mean().item(), 4),
-    }
+    } | extra
 
 
 def train_encoder(out: Path, recipe: EncoderRecipe, *, resume: bool = False, quiet: bool = False) -> dict:
@@ -138,7 +164,7 @@ def train_encoder(out: Path, recipe: EncoderRecipe, *, resume: bool = False, qui
     text_train = F.normalize(torch.as_tensor(embedder.embed(train.descriptions)), dim=-1)
     text_eval = F.normalize(torch.as_tensor(embedder.embed(held_out.descriptions)), dim=-1)
     data_seconds = time.perf_counter() - t0
-    model = SceneEncoder(vision_config(recipe, text_train.shape[1]))
+    model = SceneEncoder(vision_config(recipe, text_train.shape[1]), recipe.places_and_signs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = warmup_cosine(optimizer, recipe.steps, 0.05)
 

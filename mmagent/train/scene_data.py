@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..scenes import COLOURS, KINDS, SIZES, generate_scene, render
+from ..scenes.vocab import COLUMNS, ROWS, WORDS
 
 IMAGE_SIZE = 64
 MEAN = STD = (0.5, 0.5, 0.5)
@@ -16,6 +17,9 @@ MAX_COUNT = 4
 COMBOS = [(c, k) for c in COLOURS for k in KINDS]  # 15 colour x kind presence targets
 SIZED = [(c, k, z) for c, k in COMBOS for z in SIZES]  # 30 per-patch targets: colour x kind x size
 GRID = 4  # the encoder's patch grid (IMAGE_SIZE / patch size)
+#: Per-patch position targets: the row word, then the column word, of the object centred there
+#: (the description's "at the top left"), so a patch's token can say where it is in words.
+PLACES = (*ROWS, *COLUMNS)
 
 
 @dataclass
@@ -27,6 +31,8 @@ class SceneTensors:
     cells: torch.Tensor  # (N, GRID*GRID, 30) float 0/1: which objects have their centre in each patch
     descriptions: list[str]
     scenes: list
+    places: torch.Tensor | None = None  # (N, GRID*GRID, 6) 0/1: row and column words of those objects
+    signs: torch.Tensor | None = None  # (N, GRID*GRID, len(WORDS)) 0/1: the printed word over the patch
 
 
 def preprocess(images) -> torch.Tensor:
@@ -53,4 +59,30 @@ def make_scenes(seed: int | str, n: int, *, size: int = 128, word_prob: float = 
             cell = min(GRID * obj.y // size, GRID - 1) * GRID + min(GRID * obj.x // size, GRID - 1)
             cells[i, cell, SIZED.index((obj.colour, obj.kind, obj.size))] = 1.0
     total = torch.tensor([len(s.objects) for s in scenes])
-    return SceneTensors(pixels, presence, counts, total, cells, [s.description for s in scenes], scenes)
+    places, signs = place_and_sign_targets(scenes, size)
+    return SceneTensors(pixels, presence, counts, total, cells, [s.description for s in scenes], scenes,
+                        places, signs)
+
+
+def place_and_sign_targets(scenes, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per patch: the row and column words ("top", "left") of each object centred in it, and which
+    word's sign covers it (the box the renderer draws around the printed word)."""
+    from ..scenes.drawing import _word_mask
+    from ..scenes.generate import font_size, text_padding
+
+    places = torch.zeros(len(scenes), GRID * GRID, len(PLACES))
+    signs = torch.zeros(len(scenes), GRID * GRID, len(WORDS))
+    for i, scene in enumerate(scenes):
+        for obj in scene.objects:
+            cell = min(GRID * obj.y // size, GRID - 1) * GRID + min(GRID * obj.x // size, GRID - 1)
+            places[i, cell, PLACES.index(obj.row(size))] = 1.0
+            places[i, cell, len(ROWS) + COLUMNS.index(obj.column(size))] = 1.0
+        if scene.word and scene.word_band:
+            width = _word_mask(scene.word, font_size(size)).width + 2 * text_padding(size) + 1
+            left, top, right, bottom = (size - width) // 2, scene.word_band[1], (size + width) // 2, scene.word_band[3]
+            for r in range(GRID):
+                for c in range(GRID):
+                    x0, y0, x1, y1 = c * size / GRID, r * size / GRID, (c + 1) * size / GRID, (r + 1) * size / GRID
+                    if x0 <= right and left < x1 and y0 <= bottom and top < y1:
+                        signs[i, r * GRID + c, WORDS.index(scene.word)] = 1.0
+    return places, signs
