@@ -209,3 +209,34 @@ def test_shifted_images_move_by_at_most_the_fraction_and_repeat_the_edge():
     for i in range(2):  # each image is one 16x16 window of its edge-padded self, at most 2 px off
         windows = [(y, x) for y in range(5) for x in range(5) if torch.equal(a[i], padded[i, :, y:y + 16, x:x + 16])]
         assert windows
+
+
+@pytest.mark.slow
+def test_out_of_memory_splits_the_batch_and_reaches_the_same_weights(toy, tiny_llama, tmp_path, monkeypatch):
+    """Batch size scaled to memory: when the device runs out of memory the step's batch goes
+    through in halves (then quarters...), gradients accumulated by share — the same weights as
+    the whole batch at once, up to float rounding."""
+    from safetensors.torch import load_file
+
+    import mmagent.train.adapter as adapter_module
+
+    tower = _tower("clip", tmp_path / "clip")
+    recipe = AdapterRecipe(llm=str(tiny_llama), vision_encoder=str(tower), data=str(toy), val_fraction=0.25,
+                           **{**TINY, "qa_steps": 3, "focus_steps": 1})
+    train_adapter(None, tmp_path / "whole", recipe, quiet=True)
+    real, sizes = adapter_module.answer_loss, []
+
+    def small_device(model, pixels, ids, *rest):
+        sizes.append(len(ids))
+        if len(ids) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, pixels, ids, *rest)
+
+    monkeypatch.setattr(adapter_module, "answer_loss", small_device)
+    train_adapter(None, tmp_path / "pieces", recipe, quiet=True)
+    assert sizes[:3] == [4, 2, 1] and set(sizes[3:]) == {1}  # halved twice, then remembered
+    a = load_file(tmp_path / "whole" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "pieces" / "model" / "model.safetensors")
+    assert set(a) == set(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    changed = [k for k in a if "multi_modal_projector" in k]
+    assert changed

@@ -565,6 +565,48 @@ def user_data(recipe: AdapterRecipe, tower: Tower, on_data=None) -> AdapterData:
 
 
 
+class MicroBatches:
+    """A step's batch through the model in as few pieces as the device's memory allows: the whole
+    batch at once until CUDA runs out of memory, then halves, remembered for the rest of the run
+    (batch size scaled to memory). The gradients are accumulated, each piece weighted by its share,
+    so the step is the same computation whatever the pieces — only the padding, and therefore the
+    last bits, can differ. On the CPU the batch is never split."""
+
+    def __init__(self, model, processor, pixels, device: torch.device, quiet: bool = False):
+        self.model, self.processor, self.pixels, self.device, self.quiet = model, processor, pixels, device, quiet
+        self.size: int | None = None  # the largest piece that fitted; None: the whole batch
+
+    def backward(self, batch: list[Example]) -> float:
+        while True:
+            size = min(self.size or len(batch), len(batch))
+            try:
+                total = 0.0
+                for start in range(0, len(batch), size):
+                    piece = batch[start:start + size]
+                    ids, mask, labels, keep = encode_batch(self.processor, piece)
+                    with _autocast(self.device):
+                        loss = answer_loss(self.model, self.pixels[[b.scene for b in piece]].to(self.device),
+                                           ids.to(self.device), mask.to(self.device), labels.to(self.device), keep)
+                    if size < len(batch):
+                        loss = loss * (len(piece) / len(batch))
+                    loss.backward()
+                    total += loss.item()
+                return total
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise InputError(f"{self.device}: out of memory with one example a step; use a smaller "
+                                     f"--llm or another device") from None
+                self.model.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.size = (size + 1) // 2
+                if not self.quiet:
+                    import sys
+
+                    print(f"out of memory at {size} examples a piece: now {self.size} (gradients accumulated)",
+                          file=sys.stderr)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -609,6 +651,7 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     stages = [("caption", recipe.caption_steps if data.captions else 0), ("qa", recipe.qa_steps),
               ("focus", recipe.focus_steps)]
     timings, lora = {}, None
+    fit = MicroBatches(model, processor, data.pixels, device, quiet=quiet)
     for stage, steps in stages:
         if steps <= 0:
             continue
@@ -629,14 +672,10 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
 
         def step(i: int, items=items, optimizer=optimizer, stage=stage) -> dict:
             batch = [items[j] for j in batch_indices(i, len(items), recipe.batch_size, recipe.seed + len(stage))]
-            ids, mask, labels, keep = encode_batch(processor, batch)
-            with _autocast(device):
-                loss = answer_loss(model, data.pixels[[b.scene for b in batch]].to(device), ids.to(device),
-                                   mask.to(device), labels.to(device), keep)
             optimizer.zero_grad()
-            loss.backward()
+            loss = fit.backward(batch)
             optimizer.step()
-            return {"loss": loss.item()}
+            return {"loss": loss}
 
         run_loop(out / stage, steps, step, modules={"trainable": trainable},
                  optimizer=optimizer, scheduler=scheduler, resume=resume, label=f"adapter {stage}", quiet=quiet,
