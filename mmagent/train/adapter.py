@@ -233,16 +233,23 @@ def encode_batch(processor, batch: list[Example]):
         target = tok(item.answer, add_special_tokens=False)["input_ids"] + [end]
         rows.append(prompt + target)
         answers.append(len(target))
-    width, keep = max(map(len, rows)), max(answers) + 1
-    pad = tok.pad_token_id if tok.pad_token_id is not None else end
-    ids = torch.full((len(rows), width), pad)
-    mask = torch.zeros_like(ids)
+    ids, mask = _left_padded(rows, tok.pad_token_id if tok.pad_token_id is not None else end)
+    keep = max(answers) + 1
     labels = torch.full((len(rows), keep), -100)
     for r, (row, n) in enumerate(zip(rows, answers)):
-        ids[r, width - len(row):] = torch.tensor(row)
-        mask[r, width - len(row):] = 1
         labels[r, keep - n:] = torch.tensor(row[-n:])
     return ids, mask, labels, keep
+
+
+def _left_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of token rows padded on the left to the longest."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad)
+    mask = torch.zeros_like(ids)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row):] = torch.tensor(row)
+        mask[r, width - len(row):] = 1
+    return ids, mask
 
 
 def _encode_turns(processor, batch: list[Example], end: int):
@@ -262,15 +269,10 @@ def _encode_turns(processor, batch: list[Example], end: int):
             ids, mark = ids + target, mark + [True] * len(target)
         rows.append(ids)
         marks.append(mark)
-    width = max(map(len, rows))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else end
-    ids = torch.full((len(rows), width), pad)
-    mask = torch.zeros_like(ids)
-    labels = torch.full((len(rows), width), -100)
+    ids, mask = _left_padded(rows, tok.pad_token_id if tok.pad_token_id is not None else end)
+    labels = torch.full_like(ids, -100)
     for r, (row, mark) in enumerate(zip(rows, marks)):
-        ids[r, width - len(row):] = torch.tensor(row)
-        mask[r, width - len(row):] = 1
-        labels[r, width - len(row):] = torch.where(torch.tensor(mark), torch.tensor(row), -100)
+        labels[r, ids.shape[1] - len(row):] = torch.where(torch.tensor(mark), torch.tensor(row), -100)
     return ids, mask, labels, None
 
 
