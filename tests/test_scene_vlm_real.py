@@ -17,7 +17,7 @@ from mmagent.scenes.scoring import is_correct
 
 pytestmark = pytest.mark.slow
 SEED = "pytest-heldout"  # never used in training (docs/scene-vlm.md lists the training seeds)
-SCENES = 12
+SCENES = 30  # ~240 questions: a per-type floor is then not one question's luck
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +47,14 @@ def test_adapter_pipeline_answers_held_out_questions(scene_home, scene_images, m
     right: dict[str, list[bool]] = {}
     for path, scene in scene_images:
         for q in scene.questions:
-            if q.type in ("existence", "colour", "shape", "count"):
+            if q.type in ("existence", "colour", "shape", "count", "read"):
                 reply = run(q.question, images=[path], pipeline="adapter").answer
                 right.setdefault(q.type, []).append(is_correct(reply, q.answer, q.type))
     accuracy = {t: sum(v) / len(v) for t, v in right.items()}
     # Greedy decoding on fixed scenes: these figures are exact, not samples (docs/scene-vlm.md
     # has the 300-scene evaluation behind the targets).
-    assert min(accuracy["existence"], accuracy["colour"], accuracy["shape"]) >= 0.85, accuracy
-    assert accuracy["count"] >= 0.6, accuracy
+    assert min(accuracy["existence"], accuracy["colour"], accuracy["shape"], accuracy["read"]) >= 0.85, accuracy
+    assert accuracy["count"] >= 0.75, accuracy
 
 
 def test_scene_captioner_writes_a_short_generic_caption(scene_home, scene_images, monkeypatch):

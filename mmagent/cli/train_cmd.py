@@ -49,8 +49,9 @@ def train() -> None:
               help="Training scenes (generated, deterministic).")
 @click.option("--batch-size", type=click.IntRange(2), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--places-and-signs", is_flag=True,
-              help="Scenes: also learn where each object is (row, column words) and the printed word.")
+@click.option("--places-and-signs/--no-places-and-signs", default=True, show_default=True,
+              help="Scenes: also learn where each object is (row, column words) and the printed word "
+                   "(the shipped recipe; --no-places-and-signs: the earlier one).")
 @data_options
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")
 def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, seed: int, places_and_signs: bool,
@@ -96,8 +97,9 @@ def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, se
 @click.option("--scenes", "train_scenes", type=click.IntRange(16), default=3000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--places-and-signs", is_flag=True,
-              help="Scenes: also learn where each object is (row, column words) and the printed word.")
+@click.option("--places-and-signs/--no-places-and-signs", default=True, show_default=True,
+              help="Scenes: also learn where each object is (row, column words) and the printed word "
+                   "(the shipped recipe; --no-places-and-signs: the earlier one).")
 @data_options
 @click.option("--encoder-steps", type=click.IntRange(1), default=3000, show_default=True,
               help="With --data and no encoder given: steps of the encoder trained first (into OUT/encoder).")
@@ -143,7 +145,7 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
         focus_steps = 0 if data is not None else 500
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
                            lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps,
-                           focus_steps=focus_steps, turns=turns, places_and_signs=places_and_signs, train_scenes=train_scenes, batch_size=batch_size,
+                           focus_steps=focus_steps, turns=turns, places_and_signs=places_and_signs and data is None, train_scenes=train_scenes, batch_size=batch_size,
                            vision_encoder=vision_encoder, unfreeze_vision_layers=unfreeze_vision_layers,
                            data=data, val=val, val_fraction=val_fraction, device=device, llm=llm)
     # the data's summary once: after the encoder step when there was one
