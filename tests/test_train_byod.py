@@ -240,3 +240,30 @@ def test_out_of_memory_splits_the_batch_and_reaches_the_same_weights(toy, tiny_l
     assert set(a) == set(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     changed = [k for k in a if "multi_modal_projector" in k]
     assert changed
+
+
+def test_cli_recipes_scenes_learn_places_and_signs_by_default_and_data_gets_its_own(tmp_path, monkeypatch):
+    """The CLI's defaults are the shipped recipes: on scenes the encoder and adapter learn places
+    and signs unless --no-places-and-signs; on --data the adapter trains 160 stage-2 steps of
+    conversations and no stage 3, and places and signs (a scene-world option) are off."""
+    import mmagent.train.adapter as adapter_mod
+    import mmagent.train.encoder as encoder_mod
+
+    seen = []
+    monkeypatch.setattr(encoder_mod, "train_encoder", lambda out, recipe, **kw: seen.append(recipe) or {})
+    monkeypatch.setattr(adapter_mod, "train_adapter", lambda enc, out, recipe, **kw: seen.append(recipe) or {})
+    enc = tmp_path / "enc"
+    (enc / "vision").mkdir(parents=True)
+    (enc / "vision" / "config.json").write_text("{}")
+    runner = CliRunner()
+    for args in (["train", "encoder", "--out", str(tmp_path / "e1")],
+                 ["train", "encoder", "--no-places-and-signs", "--out", str(tmp_path / "e2")],
+                 ["train", "adapter", "--encoder", str(enc), "--out", str(tmp_path / "a1"), "--device", "cpu"],
+                 ["train", "adapter", "--encoder", str(enc), "--data", str(tmp_path / "d.jsonl"), "--out",
+                  str(tmp_path / "a2"), "--device", "cpu"]):
+        result = runner.invoke(build_cli(), args)
+        assert result.exit_code == 0, result.output
+    scenes_enc, earlier_enc, scenes_ad, data_ad = seen
+    assert scenes_enc.places_and_signs and scenes_enc.steps == 6000 and not earlier_enc.places_and_signs
+    assert scenes_ad.places_and_signs and (scenes_ad.qa_steps, scenes_ad.focus_steps) == (450, 500)
+    assert not data_ad.places_and_signs and (data_ad.qa_steps, data_ad.focus_steps) == (160, 0)

@@ -110,8 +110,8 @@ def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, se
 def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_vision_layers: int, out: Path,
             projector: str, num_queries: int, lora_rank: int, lora_modules: str, caption_steps: int, qa_steps: int | None,
             focus_steps: int | None, turns: int | None, train_scenes: int, batch_size: int, seed: int,
-            places_and_signs: bool, data: str | None, val: str | None, val_fraction: float, encoder_steps: int, llm: str, device: str,
-            resume: bool) -> None:
+            places_and_signs: bool, data: str | None, val: str | None, val_fraction: float, encoder_steps: int, llm: str,
+            device: str, resume: bool) -> None:
     """LLaVA recipe: frozen encoder + frozen SmolLM2; train the projector (and LoRA) on captions, then QA.
 
     \b
@@ -145,7 +145,8 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
         focus_steps = 0 if data is not None else 500
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
                            lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps,
-                           focus_steps=focus_steps, turns=turns, places_and_signs=places_and_signs and data is None, train_scenes=train_scenes, batch_size=batch_size,
+                           focus_steps=focus_steps, turns=turns, places_and_signs=places_and_signs and data is None,
+                           train_scenes=train_scenes, batch_size=batch_size,
                            vision_encoder=vision_encoder, unfreeze_vision_layers=unfreeze_vision_layers,
                            data=data, val=val, val_fraction=val_fraction, device=device, llm=llm)
     # the data's summary once: after the encoder step when there was one

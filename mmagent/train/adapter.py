@@ -25,8 +25,9 @@ import torch
 
 from ..errors import InputError
 from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT, QA_SYSTEM
-from .loop import TrainableState, batch_indices, logged_seconds, run_loop, warmup_cosine
 from ..scenes.vocab import WORDS
+from .encoder import known_bce
+from .loop import TrainableState, batch_indices, logged_seconds, run_loop, warmup_cosine
 from .scene_data import PLACES, SIZED, make_scenes
 from .vision import Tower, load_tower, preprocess, unfreeze_last
 
@@ -76,7 +77,7 @@ class AdapterRecipe:
     #: printed-word units (needs an encoder trained with `EncoderRecipe.places_and_signs`)
     places_and_signs: bool = False
     #: stage 2's conversations: up to this many questions about one image in one sequence; None:
-    #: 4 on the user's data (about 2.5x the answers per second of CPU), 1 in the scene world
+    #: 4 on the user's data (about 2x the answers per second of CPU), 1 in the scene world
     turns: int | None = None
 
 
@@ -393,8 +394,6 @@ def ground_on_answers(model, tokenizer, pixels, targets: torch.Tensor, known: to
     the patch tokens learns, per patch, which of those words it shows (multiple-instance: an
     image's word is there when its best patch says so), and is installed in the MLP projector as
     in `ground_projector`, so the image tokens start as the words the questions are answered with."""
-    from .encoder import known_bce
-
     patches = patch_features(model, pixels)
     calibration = calibrate_projector(model, patches[:256])
     split = max(1, int(0.8 * len(patches)))

@@ -43,7 +43,7 @@ class EncoderRecipe:
     contrastive_weight: float = 1.0
     #: scenes: the patch tokens also learn where their object is in words (row, column) and which
     #: printed word covers them, so the adapter can answer position and read-the-word questions
-    #: (off: the recipe of the shipped scene VLM, which answers position 0.57 and reading 0)
+    #: (on in the CLI and in the shipped scene VLM; off: the earlier recipe, reading 0)
     places_and_signs: bool = False
     #: the user's data: each training image shifted by up to this fraction of its side (edges
     #: repeated), a new shift every step — a few thousand images then look like many more. 0: off.
