@@ -26,7 +26,7 @@ import torch
 from ..errors import InputError
 from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT, QA_SYSTEM
 from ..scenes.vocab import WORDS
-from .encoder import known_bce
+from .encoder import known_bce, pair_bce, shown_together
 from .loop import TrainableState, batch_indices, logged_seconds, run_loop, warmup_cosine
 from .scene_data import PLACES, SIZED, make_scenes
 from .vision import Tower, load_tower, preprocess, unfreeze_last
@@ -388,31 +388,41 @@ def _install_probe(model, tokenizer, probe: torch.nn.Linear, words: list[list[st
 
 
 def ground_on_answers(model, tokenizer, pixels, targets: torch.Tensor, known: torch.Tensor, words: list[str], *,
-                      probe_steps: int = 300) -> dict:
+                      pairs: tuple[torch.Tensor, torch.Tensor] | None = None, probe_steps: int = 300) -> dict:
     """The grounded start without the scene world's truth: the user's own answers. Each image's
     target is the set of answer words it shows where its questions tell (`answer_words`); a linear probe on
     the patch tokens learns, per patch, which of those words it shows (multiple-instance: an
     image's word is there when its best patch says so), and is installed in the MLP projector as
-    in `ground_projector`, so the image tokens start as the words the questions are answered with."""
+    in `ground_projector`, so the image tokens start as the words the questions are answered with.
+    `pairs` (`answer_pairs`): the words one object shows together are taught to fire on one patch
+    (`pair_bce`), so a token says "pink heart" rather than "pink" next to "heart"."""
     patches = patch_features(model, pixels)
     calibration = calibrate_projector(model, patches[:256])
     split = max(1, int(0.8 * len(patches)))
     probe = torch.nn.Linear(patches.shape[-1], len(words))
     optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
     for _ in range(probe_steps):
-        logits = probe(patches[:split]).amax(dim=1)  # (images, words): the best patch
-        loss = known_bce(logits, targets[:split], known[:split])
+        per_patch = probe(patches[:split])
+        loss = known_bce(per_patch.amax(dim=1), targets[:split], known[:split])  # (images, words): the best patch
+        if pairs is not None:
+            loss = loss + pair_bce(per_patch, pairs[0][:split], pairs[1][:split])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        image_logits = probe(patches).amax(dim=1)
+        per_patch = probe(patches)
+        image_logits = per_patch.amax(dim=1)
         right = ((image_logits[split:] > 0) == targets[split:].bool()).float() * known[split:]
         held = (right.sum() / known[split:].sum()).item() if known[split:].sum() else float("nan")
+        binding = {}
+        if pairs is not None and pairs[1][split:].any():  # one patch shows both exactly when it should
+            said = shown_together(per_patch[split:], pairs[0][split:]) > math.log(0.5)
+            right = (said == pairs[0][split:, :, 2].bool()).float() * pairs[1][split:]
+            binding = {"probe_pair_accuracy": round((right.sum() / pairs[1][split:].sum()).item(), 4)}
         active = _install_probe(model, tokenizer, probe, [[f" {w}"] for w in words],
                                 image_logits[targets.bool()])
     return calibration | {"probe_word_accuracy": round(held, 4), "probe_words": len(words),
-                          "probe_unit_mean": round(active, 3)}
+                          "probe_unit_mean": round(active, 3)} | binding
 
 
 @torch.no_grad()
@@ -553,11 +563,12 @@ def user_data(recipe: AdapterRecipe, tower: Tower, on_data=None) -> AdapterData:
     if not questions and not captions:
         raise InputError(f"{data.source}: no training examples left after holding out the validation images")
     types = tuple(t for t, _ in Counter(q.type for q in questions).most_common())
-    from .user_data import answer_words
+    from .user_data import answer_pairs, answer_words
 
     images = data.train_images[:recipe.probe_scenes]
     targets, known, words = answer_words(data.train, images)
-    grounding = (images, targets, known, words) if words else None
+    pairs = answer_pairs(data.train, images, words)
+    grounding = (images, targets, known, pairs, words) if words else None
     held = [Example(e.image, QA_SYSTEM, e.question, e.answer, e.type) for e in data.val if e.kind == "qa"]
     calibration = pixels[list(data.train_images[:256])]
     return AdapterData(pixels, pixels, captions, questions, held, types, score=answer_matches, grounding=grounding,
@@ -641,8 +652,9 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
         calibration = ground_projector(model, processor.tokenizer, data.grounding,
                                        places_and_signs=recipe.places_and_signs)
     elif recipe.projector == "mlp" and data.grounding is not None and len(data.grounding[-1]) <= hidden:
-        images, targets, known, words = data.grounding  # the user's data: grounded on its answer words
-        calibration = ground_on_answers(model, processor.tokenizer, data.pixels[list(images)], targets, known, words)
+        images, targets, known, pairs, words = data.grounding  # the user's data: grounded on its answer words
+        calibration = ground_on_answers(model, processor.tokenizer, data.pixels[list(images)], targets, known, words,
+                                        pairs=pairs)
         grounded = True
     else:
         calibration = calibrate_projector(model, patch_features(model, data.calibration_pixels[:256]))

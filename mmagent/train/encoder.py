@@ -219,7 +219,7 @@ class QAEncoder(nn.Module):
         weights = torch.softmax((tokens @ q.unsqueeze(-1)).squeeze(-1) / math.sqrt(tokens.shape[-1]), dim=-1)
         pooled = (weights.unsqueeze(-1) * tokens).sum(1)
         return (F.normalize(out.image_embeds, dim=-1), self.head(torch.cat([pooled, q], dim=-1)),
-                self.words(tokens).amax(dim=1))
+                self.words(tokens))  # per patch: (B, patches, words)
 
 
 def shifted(pixels: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
@@ -240,6 +240,27 @@ def known_bce(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) 
     return (per * known).sum() / known.sum().clamp(min=1)
 
 
+def shown_together(patch_logits: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """(B, K): log P(one patch shows both words of each pair), the best patch's
+    log sigmoid(a) + log sigmoid(b). `patch_logits` (B, patches, words), `pairs` (B, K, 2+)."""
+    logp = F.logsigmoid(patch_logits)
+    expand = (-1, logp.shape[1], -1)
+    return (logp.gather(2, pairs[..., 0].unsqueeze(1).expand(*expand))
+            + logp.gather(2, pairs[..., 1].unsqueeze(1).expand(*expand))).amax(dim=1)
+
+
+def pair_bce(patch_logits: torch.Tensor, pairs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binding, multiple-instance: for each (word a, word b, target) of `pairs` (B, K, 3; `mask`
+    (B, K) 1 where set), the probability that one patch shows both words — the best patch's
+    sigmoid(a)·sigmoid(b) — against the target (`answer_pairs`). `patch_logits`: (B, patches, words)."""
+    if not mask.any():
+        return patch_logits.sum() * 0.0
+    both = shown_together(patch_logits, pairs)
+    target = pairs[..., 2].float()
+    per = -(target * both + (1 - target) * torch.log(-torch.expm1(both.clamp(max=-1e-6))))
+    return (per * mask).sum() / mask.sum()
+
+
 def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *, val: str | None = None,
                           val_fraction: float = 0.1, resume: bool = False, quiet: bool = False,
                           on_data=None) -> dict:
@@ -251,7 +272,7 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
     from mmagent.backends import get_backend
 
     from .scene_data import preprocess
-    from .user_data import answer_words, load_training_data
+    from .user_data import answer_pairs, answer_words, load_training_data
 
     torch.manual_seed(recipe.seed)
     t0 = time.perf_counter()
@@ -287,6 +308,7 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
     cap_img = torch.tensor([e.image for e in captions], dtype=torch.long)
     cap_txt = torch.tensor([table[e.answer] for e in captions], dtype=torch.long)
     word_targets, word_known, words = answer_words(data.train, range(len(data.images)))  # held-out rows: unknown
+    pairs, pair_mask = answer_pairs(data.train, range(len(data.images)), words)
     data_seconds = time.perf_counter() - t0
     model = QAEncoder(vision_config(recipe, vectors.shape[1]), vectors.shape[1], len(vocab), len(words))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -299,7 +321,10 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
         answer = F.cross_entropy(logits, train_a[idx], ignore_index=-100)
         parts = {"answer": answer}
         if words:
-            parts["words"] = known_bce(shown, word_targets[train_img[idx]], word_known[train_img[idx]])
+            images = train_img[idx]
+            parts["words"] = known_bce(shown.amax(dim=1), word_targets[images], word_known[images])
+            if pair_mask.any():  # one object's words on one patch: the tokens bind colour to shape
+                parts["pairs"] = pair_bce(shown, pairs[images], pair_mask[images])
         if len(cap_img) >= 2:
             c = batch_indices(i, len(cap_img), recipe.batch_size, recipe.seed + 1)
             cap_emb, _, _ = model(pixels[cap_img[c]], vectors[cap_txt[c]])
@@ -333,8 +358,13 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
             with torch.no_grad():
                 shown = torch.cat([model(pixels[chunk], vectors[:1].expand(len(chunk), -1))[2]  # any question
                                    for chunk in (val_images[i:i + 256] for i in range(0, len(val_images), 256))])
-            right = ((shown > 0).float() == targets).float() * known
+            right = ((shown.amax(dim=1) > 0).float() == targets).float() * known
             metrics["words_accuracy"] = round((right.sum() / known.sum().clamp(min=1)).item(), 4)
+            val_pairs, val_mask = answer_pairs(data.val, val_images, words)
+            if val_mask.any():  # does one patch show both words exactly when the questions say so?
+                said = shown_together(shown, val_pairs) > math.log(0.5)
+                right = (said == val_pairs[..., 2].bool()).float() * val_mask
+                metrics["pairs_accuracy"] = round((right.sum() / val_mask.sum()).item(), 4)
     metrics.update(train_seconds=round(time.perf_counter() - t1, 1), data_seconds=round(data_seconds, 1),
                    parameters=sum(p.numel() for p in model.vision.parameters()), recipe=asdict(recipe))
     model.vision.save_pretrained(out / "vision")

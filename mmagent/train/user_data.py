@@ -662,3 +662,44 @@ def answer_words(examples: list, images, words: list[str] | None = None) -> tupl
         if not targets[r, c]:
             known[r, c] = 1.0
     return targets, known, words
+
+
+def answer_pairs(examples: list, images, words: list[str], most: int = 16) -> tuple[Any, Any]:
+    """(pairs, mask): which two answer words (columns of `words`) one object of each image shows
+    together, or does not, read from the questions — so that an image's tokens bind a colour to
+    its shape on the same patch rather than on two neighbouring ones:
+
+    - an open question answered with a word and naming another ("What colour is the heart?" —
+      pink): one object shows both (target 1);
+    - a yes/no question naming exactly two answer words ("Is there a pink heart?"): one object
+      shows both when "yes", none does when "no" (target 0 — the hallucination a model must not make).
+
+    `pairs` is (len(images), most, 3): (word a, word b, target) per row, `mask` (len(images), most)
+    1 where a pair is set (at most `most` per image, the first ones read)."""
+    import re
+
+    import torch
+
+    column = {w: i for i, w in enumerate(words)}
+    row = {image: i for i, image in enumerate(images)}
+    found: list[dict[tuple[int, int], float]] = [{} for _ in row]
+    for e in examples:
+        if getattr(e, "kind", "qa") != "qa" or e.image not in row:
+            continue
+        answer = e.answer.lower()
+        named = [column[w] for w in dict.fromkeys(re.findall(r"[\w']+", e.question.lower())) if w in column]
+        seen = found[row[e.image]]
+        if answer in column:
+            for c in named:
+                if c != column[answer]:
+                    seen[tuple(sorted((column[answer], c)))] = 1.0
+        elif answer in YES_NO and len(named) == 2:
+            key = tuple(sorted(named))
+            seen[key] = max(seen.get(key, 0.0), 1.0 if answer == "yes" else 0.0)  # "together" wins
+    pairs = torch.zeros(len(row), most, 3, dtype=torch.long)
+    mask = torch.zeros(len(row), most)
+    for r, seen in enumerate(found):
+        for k, ((a, b), target) in enumerate(list(seen.items())[:most]):
+            pairs[r, k] = torch.tensor([a, b, int(target)])
+            mask[r, k] = 1.0
+    return pairs, mask
