@@ -431,3 +431,50 @@ def test_answer_words_reads_what_each_image_shows_from_its_answers_and_leaves_th
     # a given vocabulary (held-out images are read with the training one)
     targets, known, words = answer_words(rows, [0], ["heart", "pink"])
     assert words == ["heart", "pink"] and targets.tolist() == [[1, 1]] and known.tolist() == [[1, 1]]
+
+
+def test_answer_pairs_read_which_words_one_object_shows_together_from_the_questions():
+    """The binding targets: an open answer and the answer word its question names ("What colour is
+    the ring?" cyan) belong to one object; a yes/no naming two words says whether one object shows
+    both ("Is there a pink ring?" no: none does); "together" wins over a contradicting "no";
+    three named words, captions and images outside the list teach nothing; `most` caps a row."""
+    pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from mmagent.train.user_data import answer_pairs
+
+    def qa(image, question, answer):
+        return SimpleNamespace(image=image, kind="qa", question=question, answer=answer)
+
+    words = ["cyan", "heart", "pink", "ring"]
+    rows = [qa(0, "What colour is the ring?", "cyan"), qa(0, "Is there a pink ring?", "no"),
+            qa(0, "Is there a pink heart or a cyan ring?", "yes"),  # three words: which two?
+            qa(1, "Is there a pink heart?", "no"), qa(1, "Which shape is pink?", "heart"),  # together wins
+            qa(1, "How many shapes are there?", "2"), SimpleNamespace(image=1, kind="caption", question="", answer="x"),
+            qa(7, "What colour is the heart?", "pink")]  # not a listed image
+    pairs, mask = answer_pairs(rows, [0, 1], words)
+    got = [{tuple(p) for p, m in zip(row.tolist(), ms.tolist()) if m} for row, ms in zip(pairs, mask)]
+    assert got == [{(0, 3, 1), (2, 3, 0)}, {(1, 2, 1)}]
+    pairs, mask = answer_pairs(rows, [0], words, most=1)
+    assert pairs.shape == (1, 1, 3) and mask.tolist() == [[1.0]]
+
+
+def test_pair_bce_is_low_when_one_patch_shows_both_words_and_high_when_they_sit_apart():
+    """The binding loss: a pair said to be together is cheap only when one patch fires both words
+    (not when each fires on a different patch); a pair said to be absent is expensive when a patch
+    fires both; unset pairs count for nothing; saturated logits give finite gradients."""
+    torch = pytest.importorskip("torch")
+    from mmagent.train.encoder import pair_bce
+
+    on, off = 8.0, -8.0
+    together = torch.tensor([[[on, on], [off, off]]])  # (1 image, 2 patches, 2 words)
+    apart = torch.tensor([[[on, off], [off, on]]])
+    pair = torch.tensor([[[0, 1, 1]]])
+    absent = torch.tensor([[[0, 1, 0]]])
+    one = torch.ones(1, 1)
+    assert pair_bce(together, pair, one) < 0.01 < 5 < pair_bce(apart, pair, one)
+    assert pair_bce(apart, absent, one) < 0.01 < 5 < pair_bce(together, absent, one)
+    assert pair_bce(apart, pair, torch.zeros(1, 1)) == 0
+    logits = torch.tensor([[[60.0, 60.0], [-60.0, -60.0]]], requires_grad=True)
+    pair_bce(logits, absent, one).backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 0].gt(0.1).all()  # descent lowers both

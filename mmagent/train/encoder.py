@@ -240,24 +240,33 @@ def known_bce(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) 
     return (per * known).sum() / known.sum().clamp(min=1)
 
 
+def _pair_logits(patch_logits: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of each pair's two words at every patch: two (B, patches, K) tensors."""
+    expand = (-1, patch_logits.shape[1], -1)
+    return (patch_logits.gather(2, pairs[..., 0].unsqueeze(1).expand(*expand)),
+            patch_logits.gather(2, pairs[..., 1].unsqueeze(1).expand(*expand)))
+
+
 def shown_together(patch_logits: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
     """(B, K): log P(one patch shows both words of each pair), the best patch's
     log sigmoid(a) + log sigmoid(b). `patch_logits` (B, patches, words), `pairs` (B, K, 2+)."""
-    logp = F.logsigmoid(patch_logits)
-    expand = (-1, logp.shape[1], -1)
-    return (logp.gather(2, pairs[..., 0].unsqueeze(1).expand(*expand))
-            + logp.gather(2, pairs[..., 1].unsqueeze(1).expand(*expand))).amax(dim=1)
+    a, b = _pair_logits(patch_logits, pairs)
+    return (F.logsigmoid(a) + F.logsigmoid(b)).amax(dim=1)
 
 
 def pair_bce(patch_logits: torch.Tensor, pairs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Binding, multiple-instance: for each (word a, word b, target) of `pairs` (B, K, 3; `mask`
     (B, K) 1 where set), the probability that one patch shows both words — the best patch's
-    sigmoid(a)·sigmoid(b) — against the target (`answer_pairs`). `patch_logits`: (B, patches, words)."""
+    sigmoid(a)·sigmoid(b) — against the target (`answer_pairs`). `patch_logits`: (B, patches, words).
+    log(1 - sigmoid(a)·sigmoid(b)) is computed as log(sigmoid(-a) + sigmoid(a)·sigmoid(-b)), so a
+    patch that fires both words hard still gets a gradient when they must not be together."""
     if not mask.any():
         return patch_logits.sum() * 0.0
-    both = shown_together(patch_logits, pairs)
+    a, b = _pair_logits(patch_logits, pairs)
+    both = (F.logsigmoid(a) + F.logsigmoid(b)).amax(dim=1)
+    neither = torch.logaddexp(F.logsigmoid(-a), F.logsigmoid(a) + F.logsigmoid(-b)).amin(dim=1)
     target = pairs[..., 2].float()
-    per = -(target * both + (1 - target) * torch.log(-torch.expm1(both.clamp(max=-1e-6))))
+    per = -(target * both + (1 - target) * neither)
     return (per * mask).sum() / mask.sum()
 
 
