@@ -101,8 +101,12 @@ def test_the_whole_recipe_from_data_alone_with_bad_rows_reported(tmp_path, tiny_
     encoder = json.loads((out / "encoder" / "metrics.json").read_text())
     assert "yes/no" in encoder["answer_accuracy"] and encoder["data"]["problems"] == len(toy.bad_lines)
     assert encoder["recipe"]["patch_size"] == 8 and (not encoder["words"] or 0 <= encoder["words_accuracy"] <= 1)
+    # binding pairs need two answer words named in a held-out question: none in 10 images (None); the
+    # figure on the toy set is in docs/scene-vlm.md, the loss is tested in test_train_data.py
+    assert "pairs_accuracy" in encoder and (encoder["pairs_accuracy"] is None or 0 <= encoder["pairs_accuracy"] <= 1)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["questions"] > 0 and metrics["data"]["val_images"] == 3
+    assert "probe_pair_accuracy" in metrics["calibration"]  # the grounded probe reports them too
     assert (out / "model" / "config.json").is_file() and (out / "small" / "projector.safetensors").is_file()
 
 

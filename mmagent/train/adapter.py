@@ -414,7 +414,7 @@ def ground_on_answers(model, tokenizer, pixels, targets: torch.Tensor, known: to
         image_logits = per_patch.amax(dim=1)
         right = ((image_logits[split:] > 0) == targets[split:].bool()).float() * known[split:]
         held = (right.sum() / known[split:].sum()).item() if known[split:].sum() else float("nan")
-        binding = {}
+        binding = {"probe_pair_accuracy": None}  # None: no held-out pair (or none given)
         if pairs is not None and pairs[1][split:].any():  # one patch shows both exactly when it should
             said = shown_together(per_patch[split:], pairs[0][split:]) > math.log(0.5)
             right = (said == pairs[0][split:, :, 2].bool()).float() * pairs[1][split:]

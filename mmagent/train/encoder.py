@@ -373,6 +373,7 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
             right = ((shown.amax(dim=1) > 0).float() == targets).float() * known
             metrics["words_accuracy"] = round((right.sum() / known.sum().clamp(min=1)).item(), 4)
             val_pairs, val_mask = answer_pairs(data.val, val_images, words)
+            metrics["pairs_accuracy"] = None  # no held-out question names two answer words
             if val_mask.any():  # does one patch show both words exactly when the questions say so?
                 said = shown_together(shown, val_pairs) > math.log(0.5)
                 right = (said == val_pairs[..., 2].bool()).float() * val_mask
