@@ -201,8 +201,8 @@ class QAEncoder(nn.Module):
     heart?" pink; "Is there a pink heart?" no) must fire on one patch, or on none (`pair_bce`) —
     binding: without it a patch said "pink" and its neighbour "heart" a third of the time, and
     the answer head read shapes 0.78 on the toy set (0.99 with it). The patch tokens must then
-    carry what the questions ask about, where it is, one object's words together. Captions, when the data has them, also pull the image embedding towards their
-    MiniLM embedding (InfoNCE)."""
+    carry what the questions ask about, where it is, one object's words together. Captions, when
+    the data has them, also pull the image embedding towards their MiniLM embedding (InfoNCE)."""
 
     def __init__(self, config, question_dim: int, answers: int, words: int):
         super().__init__()
@@ -266,7 +266,7 @@ def pair_bce(patch_logits: torch.Tensor, pairs: torch.Tensor, mask: torch.Tensor
     if not mask.any():
         return patch_logits.sum() * 0.0
     a, b = _pair_logits(patch_logits, pairs)
-    both = (F.logsigmoid(a) + F.logsigmoid(b)).amax(dim=1)
+    both = shown_together(patch_logits, pairs)
     neither = torch.logaddexp(F.logsigmoid(-a), F.logsigmoid(a) + F.logsigmoid(-b)).amin(dim=1)
     target = pairs[..., 2].float()
     per = -(target * both + (1 - target) * neither)

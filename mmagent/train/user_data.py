@@ -614,6 +614,13 @@ def _image_cell(cell: Any, base: Path | None, bank: _ImageBank, where: str) -> i
 MIN_WORD_COUNT = 5
 
 
+def _named(question: str, column: dict[str, int]) -> list[int]:
+    """The columns of the answer words a question names, each once, in order."""
+    import re
+
+    return [column[w] for w in dict.fromkeys(re.findall(r"[\w']+", question.lower())) if w in column]
+
+
 def answer_words(examples: list, images, words: list[str] | None = None) -> tuple[Any, Any, list[str]]:
     """(targets, known, words): for each image (rows, in the order of `images`) and each of the
     data's answer words (one-word answers that are not yes/no or numbers, answering at least
@@ -631,8 +638,6 @@ def answer_words(examples: list, images, words: list[str] | None = None) -> tupl
     taken as absent. (A negated question — "Is there no heart?" — would read wrongly; such
     questions are rare in visual QA data.) `examples` need `.image`, `.question`, `.answer` and
     `.kind` ("qa"). `words`: this vocabulary instead of the examples' own (for held-out images)."""
-    import re
-
     import torch
 
     qa = [e for e in examples if getattr(e, "kind", "qa") == "qa"]
@@ -652,7 +657,7 @@ def answer_words(examples: list, images, words: list[str] | None = None) -> tupl
         if answer in column:
             targets[r, column[answer]] = known[r, column[answer]] = 1.0
         elif answer in YES_NO:
-            named = [column[w] for w in dict.fromkeys(re.findall(r"[\w']+", e.question.lower())) if w in column]
+            named = _named(e.question, column)
             if answer == "yes":
                 for c in named:
                     targets[r, c] = known[r, c] = 1.0
@@ -676,8 +681,6 @@ def answer_pairs(examples: list, images, words: list[str], most: int = 16) -> tu
 
     `pairs` is (len(images), most, 3): (word a, word b, target) per row, `mask` (len(images), most)
     1 where a pair is set (at most `most` per image, the first ones read)."""
-    import re
-
     import torch
 
     column = {w: i for i, w in enumerate(words)}
@@ -687,7 +690,7 @@ def answer_pairs(examples: list, images, words: list[str], most: int = 16) -> tu
         if getattr(e, "kind", "qa") != "qa" or e.image not in row:
             continue
         answer = e.answer.lower()
-        named = [column[w] for w in dict.fromkeys(re.findall(r"[\w']+", e.question.lower())) if w in column]
+        named = _named(e.question, column)
         seen = found[row[e.image]]
         if answer in column:
             for c in named:
