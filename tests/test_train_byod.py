@@ -111,6 +111,22 @@ def test_the_whole_recipe_from_data_alone_with_bad_rows_reported(tmp_path, tiny_
 
 
 @pytest.mark.slow
+def test_the_data_encoder_trains_on_binding_pairs_and_reports_them(tmp_path, zoo_model, models_home, monkeypatch):
+    """With enough questions to name answer words ("What colour is the heart?"), the encoder's steps
+    include the binding loss and its held-out metrics the pairs' accuracy."""
+    from mmagent.train.encoder import EncoderRecipe, train_encoder_on_data
+
+    zoo_model("all-minilm-l6-v2")
+    monkeypatch.setenv("MMAGENT_HOME", str(models_home))
+    toy = write_toy_dataset(tmp_path / "toy", n_images=40, seed=3, size=32)
+    metrics = train_encoder_on_data(tmp_path / "enc", EncoderRecipe.for_data(steps=2, batch_size=8), str(toy.jsonl),
+                                    val_fraction=0.25, quiet=True)
+    steps = [json.loads(line) for line in (tmp_path / "enc" / "log.jsonl").read_text().splitlines()]
+    assert len(steps) == 2 and all(row["pairs"] > 0 for row in steps)
+    assert metrics["words"] >= 2 and 0 <= metrics["pairs_accuracy"] <= 1
+
+
+@pytest.mark.slow
 def test_a_killed_user_data_run_resumes_to_the_same_weights(toy, tiny_llama, tmp_path, monkeypatch):
     """--resume after a kill reaches the weights an uninterrupted run reaches."""
     from safetensors.torch import load_file

@@ -478,3 +478,20 @@ def test_pair_bce_is_low_when_one_patch_shows_both_words_and_high_when_they_sit_
     logits = torch.tensor([[[60.0, 60.0], [-60.0, -60.0]]], requires_grad=True)
     pair_bce(logits, absent, one).backward()
     assert torch.isfinite(logits.grad).all() and logits.grad[0, 0].gt(0.1).all()  # descent lowers both
+
+
+def test_pair_accuracy_counts_pairs_shown_together_exactly_when_the_target_says_so():
+    """The reported binding figure (`pairs_accuracy`, `probe_pair_accuracy`): right when one patch
+    shows both words of a "together" pair, or no patch shows both of an "absent" one; None when no
+    pair is set."""
+    torch = pytest.importorskip("torch")
+    from mmagent.train.encoder import pair_accuracy
+
+    together = torch.tensor([[[8.0, 8.0], [-8.0, -8.0]]])
+    apart = torch.tensor([[[8.0, -8.0], [-8.0, 8.0]]])
+    both_kinds = torch.tensor([[[0, 1, 1], [0, 1, 0]]])  # the same words said together, then absent
+    one = torch.ones(1, 2)
+    assert pair_accuracy(together, both_kinds, one) == 0.5 == pair_accuracy(apart, both_kinds, one)
+    assert pair_accuracy(together, both_kinds, torch.tensor([[1.0, 0.0]])) == 1.0
+    assert pair_accuracy(apart, both_kinds, torch.tensor([[0.0, 1.0]])) == 1.0
+    assert pair_accuracy(together, both_kinds, torch.zeros(1, 2)) is None

@@ -26,7 +26,7 @@ import torch
 from ..errors import InputError
 from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT, QA_SYSTEM
 from ..scenes.vocab import WORDS
-from .encoder import known_bce, pair_bce, shown_together
+from .encoder import known_bce, pair_accuracy, pair_bce
 from .loop import TrainableState, batch_indices, logged_seconds, run_loop, warmup_cosine
 from .scene_data import PLACES, SIZED, make_scenes
 from .vision import Tower, load_tower, preprocess, unfreeze_last
@@ -414,15 +414,12 @@ def ground_on_answers(model, tokenizer, pixels, targets: torch.Tensor, known: to
         image_logits = per_patch.amax(dim=1)
         right = ((image_logits[split:] > 0) == targets[split:].bool()).float() * known[split:]
         held = (right.sum() / known[split:].sum()).item() if known[split:].sum() else float("nan")
-        binding = {"probe_pair_accuracy": None}  # None: no held-out pair (or none given)
-        if pairs is not None and pairs[1][split:].any():  # one patch shows both exactly when it should
-            said = shown_together(per_patch[split:], pairs[0][split:]) > math.log(0.5)
-            right = (said == pairs[0][split:, :, 2].bool()).float() * pairs[1][split:]
-            binding = {"probe_pair_accuracy": round((right.sum() / pairs[1][split:].sum()).item(), 4)}
+        # None: no held-out pair (or none given)
+        binding = pair_accuracy(per_patch[split:], pairs[0][split:], pairs[1][split:]) if pairs is not None else None
         active = _install_probe(model, tokenizer, probe, [[f" {w}"] for w in words],
                                 image_logits[targets.bool()])
     return calibration | {"probe_word_accuracy": round(held, 4), "probe_words": len(words),
-                          "probe_unit_mean": round(active, 3)} | binding
+                          "probe_unit_mean": round(active, 3), "probe_pair_accuracy": binding}
 
 
 @torch.no_grad()

@@ -266,11 +266,23 @@ def pair_bce(patch_logits: torch.Tensor, pairs: torch.Tensor, mask: torch.Tensor
     if not mask.any():
         return patch_logits.sum() * 0.0
     a, b = _pair_logits(patch_logits, pairs)
-    both = shown_together(patch_logits, pairs)
-    neither = torch.logaddexp(F.logsigmoid(-a), F.logsigmoid(a) + F.logsigmoid(-b)).amin(dim=1)
+    log_a = F.logsigmoid(a)
+    both = (log_a + F.logsigmoid(b)).amax(dim=1)  # as `shown_together`, from the same gathers
+    neither = torch.logaddexp(F.logsigmoid(-a), log_a + F.logsigmoid(-b)).amin(dim=1)
     target = pairs[..., 2].float()
     per = -(target * both + (1 - target) * neither)
     return (per * mask).sum() / mask.sum()
+
+
+@torch.no_grad()
+def pair_accuracy(patch_logits: torch.Tensor, pairs: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """How often one patch shows both words of a pair (P > 0.5) exactly when the target says so,
+    over the set pairs; None when `mask` sets none."""
+    if not mask.any():
+        return None
+    said = shown_together(patch_logits, pairs) > math.log(0.5)
+    right = (said == pairs[..., 2].bool()).float() * mask
+    return round((right.sum() / mask.sum()).item(), 4)
 
 
 def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *, val: str | None = None,
@@ -321,6 +333,7 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
     cap_txt = torch.tensor([table[e.answer] for e in captions], dtype=torch.long)
     word_targets, word_known, words = answer_words(data.train, range(len(data.images)))  # held-out rows: unknown
     pairs, pair_mask = answer_pairs(data.train, range(len(data.images)), words)
+    binding = bool(pair_mask.any())
     data_seconds = time.perf_counter() - t0
     model = QAEncoder(vision_config(recipe, vectors.shape[1]), vectors.shape[1], len(vocab), len(words))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -335,7 +348,7 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
         if words:
             images = train_img[idx]
             parts["words"] = known_bce(shown.amax(dim=1), word_targets[images], word_known[images])
-            if pair_mask.any():  # one object's words on one patch: the tokens bind colour to shape
+            if binding:  # one object's words on one patch: the tokens bind colour to shape
                 parts["pairs"] = pair_bce(shown, pairs[images], pair_mask[images])
         if len(cap_img) >= 2:
             c = batch_indices(i, len(cap_img), recipe.batch_size, recipe.seed + 1)
@@ -372,12 +385,8 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
                                    for chunk in (val_images[i:i + 256] for i in range(0, len(val_images), 256))])
             right = ((shown.amax(dim=1) > 0).float() == targets).float() * known
             metrics["words_accuracy"] = round((right.sum() / known.sum().clamp(min=1)).item(), 4)
-            val_pairs, val_mask = answer_pairs(data.val, val_images, words)
-            metrics["pairs_accuracy"] = None  # no held-out question names two answer words
-            if val_mask.any():  # does one patch show both words exactly when the questions say so?
-                said = shown_together(shown, val_pairs) > math.log(0.5)
-                right = (said == val_pairs[..., 2].bool()).float() * val_mask
-                metrics["pairs_accuracy"] = round((right.sum() / val_mask.sum()).item(), 4)
+            # None: no held-out question names two answer words
+            metrics["pairs_accuracy"] = pair_accuracy(shown, *answer_pairs(data.val, val_images, words))
     metrics.update(train_seconds=round(time.perf_counter() - t1, 1), data_seconds=round(data_seconds, 1),
                    parameters=sum(p.numel() for p in model.vision.parameters()), recipe=asdict(recipe))
     model.vision.save_pretrained(out / "vision")
