@@ -21,9 +21,9 @@ from mmagent.scenes import QUESTION_TYPES, generate_scene
 from mmagent.scenes.model import Question, Scene, SceneObject
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTIN = {"asr", "extraction", "ocr", "scenes-caption", "scenes-vqa"}
+BUILTIN = {"asr", "extraction", "ocr", "receipts-qa", "scenes-caption", "scenes-vqa"}
 IMAGE_GENERATORS = {"scenes_vqa": gen.scenes_vqa, "scenes_caption": gen.scenes_caption, "ocr": gen.ocr,
-                    "extraction": gen.extraction}
+                    "extraction": gen.extraction, "receipts_qa": gen.receipts_qa}
 
 
 def write(folder: Path, text: str, name: str = "suite.yaml") -> Path:
@@ -166,7 +166,8 @@ def test_builtin_suites_are_registered_and_their_metrics_exist():
     for suite in builtin_suites():
         assert suite.metric in metrics and set(suite.extra_metrics) <= metrics, suite.name
     expected = {"scenes-vqa": ("scene_answer", ()), "scenes-caption": ("scene_caption", ("bleu",)),
-                "ocr": ("anls", ("exact_match", "contains")), "asr": ("wer", ()), "extraction": ("field_match", ())}
+                "ocr": ("anls", ("exact_match", "contains")), "asr": ("wer", ()), "extraction": ("field_match", ()),
+                "receipts-qa": ("contains", ("exact_match",))}
     assert {s.name: (s.metric, s.extra_metrics) for s in builtin_suites()} == expected
 
 
@@ -478,6 +479,26 @@ def test_extraction_reference_scores_full_marks(tmp_path):
     for item in gen.extraction(5, 0, tmp_path):
         assert metric(json.dumps(item.answer), item)["score"] == 1.0
         assert metric(json.dumps({**item.answer, "total": item.answer["total"] + 1}), item)["score"] == 0.5
+
+
+def test_receipt_questions_ask_the_extraction_receipts_their_total_and_their_shop(tmp_path):
+    """Item 2k asks receipt k's total (as printed), 2k + 1 its shop, on the very image the
+    extraction suite draws for receipt k; the reference answer scores full marks, another shop none."""
+    from mmagent.eval import get_metrics
+
+    asked = list(gen.receipts_qa(6, 0, tmp_path / "qa"))
+    receipts = list(gen.extraction(3, 0, tmp_path / "ex"))
+    assert [i.type for i in asked] == ["receipt-total", "receipt-shop"] * 3
+    assert len({i.id for i in asked}) == 6
+    contains = get_metrics().get("contains")
+    for k, receipt in enumerate(receipts):
+        total, shop = asked[2 * k], asked[2 * k + 1]
+        assert total.answer == f"{receipt.answer['total']:.2f}" and shop.answer == receipt.answer["shop"]
+        assert Path(total.images[0]).read_bytes() == Path(receipt.images[0]).read_bytes() == \
+            Path(shop.images[0]).read_bytes()
+        assert contains(f"The total is {total.answer}.", total)["score"] == 1.0
+        other = next(s for s in gen.SHOPS if s != shop.answer and shop.answer not in s)
+        assert contains(f"It is from {other}.", shop)["score"] == 0.0
 
 
 @pytest.mark.slow

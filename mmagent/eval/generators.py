@@ -12,6 +12,7 @@ generator's full size (`FULL_SIZE`).
     ocr             rendered words, phrases and numbers (ANLS)                 item "ocr-7"
     asr             synthesized sentences with numbers and names (WER)        item "asr-7"
     extraction      rendered receipts -> {"shop", "total"} (field_match)       item "receipt-7"
+    receipts_qa     the same receipts asked their total or their shop (contains) item "receipt-7-total"
 
 PIL and the TTS backend are imported when a generator runs, not with this module.
 """
@@ -31,7 +32,7 @@ from ..errors import InputError
 from .core import EvalItem
 
 #: Items a generator makes when no limit is given.
-FULL_SIZE = {"scenes_vqa": 1000, "scenes_caption": 200, "ocr": 300, "asr": 100, "extraction": 200}
+FULL_SIZE = {"scenes_vqa": 1000, "scenes_caption": 200, "ocr": 300, "asr": 100, "extraction": 200, "receipts_qa": 200}
 
 #: The scene seed of the eval suites is SCENE_SEED_PREFIX + seed: a namespace no training run uses
 #: (training draws from "train-N", "eval-N", "calibrate-N", "adapter-train-N", "heldout-N"; the
@@ -44,6 +45,8 @@ VQA_QUESTION = "{question}"
 CAPTION_QUESTION = "Describe the image."
 OCR_QUESTION = "What text is written in the image? Reply with the text only."
 ASR_QUESTION = "Repeat exactly what is said in the recording."
+RECEIPT_QUESTIONS = {"receipt-total": "What is the total on the receipt?",
+                     "receipt-shop": "Which shop is this receipt from?"}
 EXTRACTION_QUESTION = ('Extract the shop name and the total from this receipt. Reply with JSON only: '
                        '{"shop": "...", "total": 0.0}')
 
@@ -405,6 +408,23 @@ def extraction(limit: int | None, seed: int, media_dir: str | os.PathLike[str]) 
                        answer={"shop": shop, "total": round(total / 100, 2)}, images=[path],
                        type=f"items-{len(lines)}", evidence=[shop, _money(total)],
                        meta={"items": [[name, _money(cents)] for name, cents in lines]})
+
+
+def receipts_qa(limit: int | None, seed: int, media_dir: str | os.PathLike[str]) -> Iterator[EvalItem]:
+    """The extraction suite's receipts (same seed, same images) asked one field at a time, as a
+    person asks: "What is the total on the receipt?" (type receipt-total, answer the total as
+    printed, "9.75") and "Which shop is this receipt from?" (receipt-shop, the shop's name), in
+    turn: item 2k is receipt k's total, 2k + 1 its shop. The router's receipt types are fitted
+    on this suite."""
+    limit, folder = _arguments("receipts_qa", limit, seed, media_dir)
+    for n in range(limit):
+        index, kind = divmod(n, 2)
+        shop, lines, total, rng = receipt(seed, index)
+        path = write_once(folder / f"receipt-{seed}-{index:05d}.png", _png(_render_receipt(shop, lines, total, rng)))
+        qtype = ("receipt-total", "receipt-shop")[kind]
+        answer = _money(total) if kind == 0 else shop
+        yield EvalItem(id=f"receipt-{index}-{qtype.split('-')[1]}", question=RECEIPT_QUESTIONS[qtype], answer=answer,
+                       images=[path], type=qtype, evidence=[answer])
 
 
 # -- ASR ----------------------------------------------------------------------------------------
