@@ -108,13 +108,42 @@ def test_the_whole_recipe_from_data_alone_with_bad_rows_reported(tmp_path, tiny_
     assert metrics["questions"] > 0 and metrics["data"]["val_images"] == 3
     assert "probe_pair_accuracy" in metrics["calibration"]  # the grounded probe reports them too
     assert (out / "model" / "config.json").is_file() and (out / "small" / "projector.safetensors").is_file()
+    # "How many shapes are there?": the encoder's CLS token learnt the count, so LLaVA keeps it
+    # ("full": 16 patches + CLS) and the grounded probe reads counts from it
+    assert encoder["count_keys"] == [[]]
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["vision_feature_select_strategy"] == "full" and config["image_seq_length"] == 17
+    assert 0 <= metrics["calibration"]["probe_count_accuracy"] <= 1
+    from mmagent.backends import Message, get_backend
+    from mmagent.content import TextPart, load_media
+
+    image = load_media(toy.jsonl.parent / "images" / "000000.png", expect="image")
+    for folder in (out / "model", _small_as_llava(out, tiny_llama, tmp_path / "again")):  # both keep the CLS token
+        reply = get_backend("vlm", "transformers", model=str(folder), device="cpu").chat(
+            [Message("user", [image, TextPart("How many shapes are there?")])], max_tokens=2)
+        assert reply.usage["completion_tokens"] >= 1
+        assert json.loads((folder / "config.json").read_text())["image_seq_length"] == 17
+
+
+def _small_as_llava(out: Path, llm: Path, dest: Path) -> Path:
+    """The small export rebuilt into a LLaVA folder, as the scene-VLM plugin does with its own."""
+    from mmagent.train.adapter import AdapterRecipe, build_llava
+
+    recipe = json.loads((out / "small" / "recipe.json").read_text())["adapter"]
+    model, processor = build_llava(out / "small", AdapterRecipe(**recipe | {"llm": str(llm)}))
+    model.save_pretrained(dest)
+    processor.save_pretrained(dest)
+    return dest
 
 
 @pytest.mark.slow
-def test_the_data_encoder_trains_on_binding_pairs_and_reports_them(tmp_path, zoo_model, models_home, monkeypatch):
+def test_the_data_encoder_trains_on_binding_pairs_and_counts_and_reports_them(tmp_path, zoo_model, models_home,
+                                                                              monkeypatch):
     """With enough questions to name answer words ("What colour is the heart?"), the encoder's steps
-    include the binding loss and its held-out metrics the pairs' accuracy."""
+    include the binding loss and its held-out metrics the pairs' accuracy; with questions answered
+    by a number, its CLS token learns the counts and the saved tower tells LLaVA to keep it."""
     from mmagent.train.encoder import EncoderRecipe, train_encoder_on_data
+    from mmagent.train.vision import own_tower
 
     zoo_model("all-minilm-l6-v2")
     monkeypatch.setenv("MMAGENT_HOME", str(models_home))
@@ -122,8 +151,10 @@ def test_the_data_encoder_trains_on_binding_pairs_and_reports_them(tmp_path, zoo
     metrics = train_encoder_on_data(tmp_path / "enc", EncoderRecipe.for_data(steps=2, batch_size=8), str(toy.jsonl),
                                     val_fraction=0.25, quiet=True)
     steps = [json.loads(line) for line in (tmp_path / "enc" / "log.jsonl").read_text().splitlines()]
-    assert len(steps) == 2 and all(row["pairs"] > 0 for row in steps)
+    assert len(steps) == 2 and all(row["pairs"] > 0 and row["counts"] > 0 for row in steps)
     assert metrics["words"] >= 2 and 0 <= metrics["pairs_accuracy"] <= 1
+    assert metrics["count_keys"] == [[]] and 0 <= metrics["cls_count_accuracy"] <= 1
+    assert own_tower(tmp_path / "enc").strategy == "full"
 
 
 @pytest.mark.slow

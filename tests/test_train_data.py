@@ -459,6 +459,35 @@ def test_answer_pairs_read_which_words_one_object_shows_together_from_the_questi
     assert pairs.shape == (1, 1, 3) and mask.tolist() == [[1.0]]
 
 
+def test_answer_counts_read_how_many_of_what_each_image_holds_from_questions_answered_with_a_number():
+    """The CLS token's count targets: a digit or a number word answers; the thing counted is the
+    answer words the question names (a plural names its word), none: everything; a key asked
+    fewer than MIN_WORD_COUNT times, a count above MAX_COUNT and non-numbers teach nothing; how
+    the data writes each number is kept (the adapter's count units say it that way)."""
+    pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from mmagent.train.user_data import MAX_COUNT, MIN_WORD_COUNT, answer_counts
+
+    def qa(image, question, answer):
+        return SimpleNamespace(image=image, kind="qa", question=question, answer=answer)
+
+    words = ["cross", "heart", "pink"]
+    often = [qa(9, "How many shapes are there?", "3") for _ in range(MIN_WORD_COUNT)] + \
+        [qa(9, "How many pink crosses?", "2") for _ in range(MIN_WORD_COUNT)]
+    rows = [qa(0, "How many objects are in the image?", "two"), qa(0, "How many pink crosses are there?", "1"),
+            qa(1, "Count the shapes.", "2"), qa(1, "How many hearts?", "1"),  # (heart,): asked once only
+            qa(2, "How many shapes?", str(MAX_COUNT + 1)), qa(2, "What colour is the heart?", "pink"),
+            SimpleNamespace(image=0, kind="caption", question="How many", answer="4")]
+    counts = answer_counts(often + rows, [0, 1, 2], words)
+    assert counts.keys == [(), ("cross", "pink")]
+    assert counts.targets.tolist() == [[2, 1], [2, -100], [-100, -100]]
+    assert counts.said[2] == "2" and counts.said[1] == "1"  # "2" is written as a digit more often than "two"
+    assert counts.units() == [(0, 2), (1, 1)]
+    held = answer_counts(rows, [1], words, keys=counts.keys)  # held-out images: the training keys
+    assert held.keys == counts.keys and held.targets.tolist() == [[2, -100]]
+
+
 def test_pair_bce_is_low_when_one_patch_shows_both_words_and_high_when_they_sit_apart():
     """The binding loss: a pair said to be together is cheap only when one patch fires both words
     (not when each fires on a different patch); a pair said to be absent is expensive when a patch

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -375,8 +375,11 @@ def _install_probe(model, tokenizer, probe: torch.nn.Linear, words: list[list[st
     logits `when_present`); the other hidden units keep their calibrated start at a tenth."""
     projector = model.model.multi_modal_projector
     table = model.get_input_embeddings().weight
-    concepts = torch.stack([sum(table[tokenizer(w, add_special_tokens=False)["input_ids"]].mean(0) for w in ws)
-                            for ws in words])
+    def meaning(word: str) -> list[int]:  # its tokens, less a bare space (SmolLM2 writes " 2" as " ", "2")
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        return [i for i in ids if tokenizer.decode([i]).strip()] or ids
+
+    concepts = torch.stack([sum(table[meaning(w)].mean(0) for w in ws) for ws in words])
     n = len(words)
     projector.linear_1.weight[:n] = probe.weight
     projector.linear_1.bias[:n] = probe.bias
@@ -388,24 +391,44 @@ def _install_probe(model, tokenizer, probe: torch.nn.Linear, words: list[list[st
 
 
 def ground_on_answers(model, tokenizer, pixels, targets: torch.Tensor, known: torch.Tensor, words: list[str], *,
-                      pairs: tuple[torch.Tensor, torch.Tensor] | None = None, probe_steps: int = 300) -> dict:
+                      pairs: tuple[torch.Tensor, torch.Tensor] | None = None, counts=None,
+                      probe_steps: int = 300) -> dict:
     """The grounded start without the scene world's truth: the user's own answers. Each image's
     target is the set of answer words it shows where its questions tell (`answer_words`); a linear probe on
     the patch tokens learns, per patch, which of those words it shows (multiple-instance: an
     image's word is there when its best patch says so), and is installed in the MLP projector as
     in `ground_projector`, so the image tokens start as the words the questions are answered with.
     `pairs` (`answer_pairs`): the words one object shows together are taught to fire on one patch
-    (`pair_bce`), so a token says "pink heart" rather than "pink" next to "heart"."""
-    patches = patch_features(model, pixels)
-    calibration = calibrate_projector(model, patches[:256])
+    (`pair_bce`), so a token says "pink heart" rather than "pink" next to "heart".
+    `counts` (`answer_counts`, with a tower whose CLS token LLaVA keeps — "full" — and leads the
+    features): units on the CLS token for "this image holds n of key k", installed as the word the
+    data writes n with (and the key's words), so the LLM reads " 2" for "How many shapes?"; the
+    patch tokens are their negatives, and the CLS token the word units' negatives."""
+    features = patch_features(model, pixels)
+    calibration = calibrate_projector(model, features[:256])
+    cls, patches = (features[:, 0], features[:, 1:]) if counts is not None else (None, features)
     split = max(1, int(0.8 * len(patches)))
     probe = torch.nn.Linear(patches.shape[-1], len(words))
-    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    units = counts.units() if counts is not None else []
+    counter = torch.nn.Linear(patches.shape[-1], max(len(units), 1))
+    if units:
+        unit_targets = torch.stack([(counts.targets[:, k] == n).float() for k, n in units], dim=1)
+        unit_known = torch.stack([(counts.targets[:, k] >= 0).float() for k, _ in units], dim=1)
+    optimizer = torch.optim.Adam([*probe.parameters(), *counter.parameters()], lr=1e-2)
     for _ in range(probe_steps):
         per_patch = probe(patches[:split])
         loss = known_bce(per_patch.amax(dim=1), targets[:split], known[:split])  # (images, words): the best patch
         if pairs is not None:
             loss = loss + pair_bce(per_patch, pairs[0][:split], pairs[1][:split])
+        if cls is not None:  # the CLS token shows no single object's words
+            word_on_cls = probe(cls[:split])
+            loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(word_on_cls,
+                                                                               torch.zeros_like(word_on_cls))
+        if units:
+            count_on_patches = counter(patches[:split])  # a patch says no count
+            loss = (loss + known_bce(counter(cls[:split]), unit_targets[:split], unit_known[:split])
+                    + torch.nn.functional.binary_cross_entropy_with_logits(count_on_patches,
+                                                                           torch.zeros_like(count_on_patches)))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -416,10 +439,33 @@ def ground_on_answers(model, tokenizer, pixels, targets: torch.Tensor, known: to
         held = (right.sum() / known[split:].sum()).item() if known[split:].sum() else float("nan")
         # None: no held-out pair (or none given)
         binding = pair_accuracy(per_patch[split:], pairs[0][split:], pairs[1][split:]) if pairs is not None else None
-        active = _install_probe(model, tokenizer, probe, [[f" {w}"] for w in words],
-                                image_logits[targets.bool()])
+        names = [[f" {w}"] for w in words]
+        present = [image_logits[targets.bool()]]
+        report: dict = {}
+        if units:
+            on_cls = counter(cls)
+            present.append(on_cls[unit_targets.bool()])
+            names += [[f" {counts.said[n]}", *(f" {w}" for w in counts.keys[k])] for k, n in units]
+            report["probe_count_accuracy"] = _count_accuracy(on_cls[split:], units, counts.targets[split:])
+            joined = torch.nn.Linear(probe.in_features, len(names))  # one layer: the word units, then the counts
+            joined.weight.copy_(torch.cat([probe.weight, counter.weight]))
+            joined.bias.copy_(torch.cat([probe.bias, counter.bias]))
+            probe = joined
+        active = _install_probe(model, tokenizer, probe, names, torch.cat(present))
     return calibration | {"probe_word_accuracy": round(held, 4), "probe_words": len(words),
-                          "probe_unit_mean": round(active, 3), "probe_pair_accuracy": binding}
+                          "probe_unit_mean": round(active, 3), "probe_pair_accuracy": binding} | report
+
+
+def _count_accuracy(logits: torch.Tensor, units: list[tuple[int, int]], targets: torch.Tensor) -> float | None:
+    """How often the strongest count unit of each key is the told count, where a count is told."""
+    right = told = 0
+    for k in sorted({k for k, _ in units}):
+        mine = [i for i, (key, _) in enumerate(units) if key == k]
+        said = torch.tensor([units[i][1] for i in mine])[logits[:, mine].argmax(-1)]
+        known = targets[:, k] >= 0
+        right += int((said[known] == targets[known, k]).sum())
+        told += int(known.sum())
+    return round(right / told, 4) if told else None
 
 
 @torch.no_grad()
@@ -503,6 +549,23 @@ def scene_data(recipe: AdapterRecipe, tower: Tower, grounded: bool) -> AdapterDa
                                 "eval_images": recipe.eval_scenes})
 
 
+class Grounding(NamedTuple):
+    """The user's data as the grounded start reads it (`ground_on_answers`): the probe's images,
+    their answer words (`answer_words`), pairs (`answer_pairs`) and counts (`answer_counts`, or None)."""
+
+    images: list[int]
+    targets: torch.Tensor
+    known: torch.Tensor
+    pairs: tuple[torch.Tensor, torch.Tensor]
+    words: list[str]
+    counts: Any = None
+
+    @property
+    def units(self) -> int:
+        """The projector's hidden units the probe takes."""
+        return len(self.words) + (len(self.counts.units()) if self.counts is not None else 0)
+
+
 class LazyPixels:
     """Pixels of a pretrained tower's processor, made per batch from the stored uint8 images (a
     4,000-image set at 224 px would be 2.4 GB as float tensors)."""
@@ -560,12 +623,15 @@ def user_data(recipe: AdapterRecipe, tower: Tower, on_data=None) -> AdapterData:
     if not questions and not captions:
         raise InputError(f"{data.source}: no training examples left after holding out the validation images")
     types = tuple(t for t, _ in Counter(q.type for q in questions).most_common())
-    from .user_data import answer_pairs, answer_words
+    from .user_data import answer_counts, answer_pairs, answer_words
 
     images = data.train_images[:recipe.probe_scenes]
     targets, known, words = answer_words(data.train, images)
     pairs = answer_pairs(data.train, images, words)
-    grounding = (images, targets, known, pairs, words) if words else None
+    # counts on the CLS token: only where LLaVA keeps it (an encoder trained with them says "full")
+    counts = answer_counts(data.train, images, words) if tower.strategy == "full" and tower.extra_tokens else None
+    grounding = Grounding(images, targets, known, pairs, words, counts if counts and counts.keys else None) \
+        if words else None
     held = [Example(e.image, QA_SYSTEM, e.question, e.answer, e.type) for e in data.val if e.kind == "qa"]
     calibration = pixels[list(data.train_images[:256])]
     return AdapterData(pixels, pixels, captions, questions, held, types, score=answer_matches, grounding=grounding,
@@ -648,10 +714,10 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     if grounded:  # the probe needs the MLP's hidden layer and the scenes' truth; the others only calibrate
         calibration = ground_projector(model, processor.tokenizer, data.grounding,
                                        places_and_signs=recipe.places_and_signs)
-    elif recipe.projector == "mlp" and data.grounding is not None and len(data.grounding[-1]) <= hidden:
-        images, targets, known, pairs, words = data.grounding  # the user's data: grounded on its answer words
-        calibration = ground_on_answers(model, processor.tokenizer, data.pixels[list(images)], targets, known, words,
-                                        pairs=pairs)
+    elif recipe.projector == "mlp" and data.grounding is not None and data.grounding.units <= hidden:
+        g = data.grounding  # the user's data: grounded on its answer words (and counts)
+        calibration = ground_on_answers(model, processor.tokenizer, data.pixels[list(g.images)], g.targets, g.known,
+                                        g.words, pairs=g.pairs, counts=g.counts)
         grounded = True
     else:
         calibration = calibrate_projector(model, patch_features(model, data.calibration_pixels[:256]))

@@ -615,10 +615,17 @@ MIN_WORD_COUNT = 5
 
 
 def _named(question: str, column: dict[str, int]) -> list[int]:
-    """The columns of the answer words a question names, each once, in order."""
+    """The columns of the answer words a question names, each once, in order; a plural names its
+    word ("hearts", "crosses": heart, cross)."""
     import re
 
-    return [column[w] for w in dict.fromkeys(re.findall(r"[\w']+", question.lower())) if w in column]
+    found: dict[int, None] = {}
+    for w in re.findall(r"[\w']+", question.lower()):
+        for form in (w, w[:-1] if w.endswith("s") else None, w[:-2] if w.endswith("es") else None):
+            if form in column:
+                found[column[form]] = None
+                break
+    return list(found)
 
 
 def answer_words(examples: list, images, words: list[str] | None = None) -> tuple[Any, Any, list[str]]:
@@ -706,3 +713,58 @@ def answer_pairs(examples: list, images, words: list[str], most: int = 16) -> tu
             pairs[r, k] = torch.tensor([a, b, int(target)])
             mask[r, k] = 1.0
     return pairs, mask
+
+
+#: Number words read as counts ("two"), besides digits.
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+#: The largest count the encoder's count head and the adapter's count units know; larger answers are left out.
+MAX_COUNT = 10
+
+
+def _number(answer: str) -> int | None:
+    text = answer.strip().lower().rstrip(".")
+    value = int(text) if text.isdigit() else NUMBER_WORDS.index(text) if text in NUMBER_WORDS else None
+    return value if value is not None and value <= MAX_COUNT else None
+
+
+class Counts(NamedTuple):
+    """What the count questions say (`answer_counts`): `targets` (images, keys) the count, -100
+    where no question tells; `keys` what each column counts — the answer words its questions name,
+    () for everything ("How many shapes are there?"); `said` how the data writes each number."""
+
+    targets: Any
+    keys: list[tuple[str, ...]]
+    said: dict[int, str]
+
+    def units(self) -> list[tuple[int, int]]:
+        """(key column, count) for each count an image is told to hold: the adapter's count units."""
+        return [(k, n) for k in range(len(self.keys)) for n in sorted(set(self.targets[:, k].tolist()) - {-100})]
+
+
+def answer_counts(examples: list, images, words: list[str], keys: list[tuple[str, ...]] | None = None) -> Counts:
+    """How many of something each image shows, read from its questions answered with a number
+    (a digit or "zero" ... "ten"): the thing counted is the answer words the question names
+    ("How many pink hearts?" — (heart, pink); none: ("How many objects?") everything). A key
+    counts when at least `MIN_WORD_COUNT` questions ask it (`keys`: these instead, for held-out
+    images). An image-level fact: the encoder learns it on its CLS token, which LLaVA's "full"
+    strategy passes to the LLM, so the LLM reads "2" rather than counting patch tokens itself."""
+    import torch
+
+    column = {w: i for i, w in enumerate(words)}
+    row = {image: i for i, image in enumerate(images)}
+    asked: list[tuple[Any, tuple[str, ...], int]] = []
+    forms: dict[int, Counter] = {}
+    for e in examples:
+        if getattr(e, "kind", "qa") != "qa" or (n := _number(e.answer)) is None:
+            continue
+        asked.append((e.image, tuple(sorted(words[c] for c in _named(e.question, column))), n))
+        forms.setdefault(n, Counter())[e.answer.strip().lower().rstrip(".")] += 1
+    if keys is None:  # as answer_words' vocabulary: read from all the examples
+        often = Counter(key for _, key, _ in asked)
+        keys = sorted(k for k, n in often.items() if n >= MIN_WORD_COUNT)
+    at = {k: i for i, k in enumerate(keys)}
+    targets = torch.full((len(row), len(keys)), -100, dtype=torch.long)
+    for image, key, n in asked:
+        if key in at and image in row:
+            targets[row[image], at[key]] = n
+    return Counts(targets, keys, {n: c.most_common(1)[0][0] for n, c in sorted(forms.items())})

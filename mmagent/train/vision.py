@@ -63,7 +63,8 @@ def _quietly(load, *args, **kwargs):
 
 
 def own_tower(encoder_dir: Path) -> Tower:
-    """mmagent's own encoder (`mmagent train encoder --out DIR`): DIR/vision, 64 px, mean/std 0.5."""
+    """mmagent's own encoder (`mmagent train encoder --out DIR`): DIR/vision, 64 px, mean/std 0.5;
+    LLaVA drops its CLS token unless the encoder's config says "full" (`mmagent_feature_select`)."""
     from transformers import CLIPImageProcessorPil, CLIPVisionModel
 
     from .scene_data import MEAN, STD
@@ -74,7 +75,9 @@ def own_tower(encoder_dir: Path) -> Tower:
     size = vision.config.image_size
     processor = CLIPImageProcessorPil(size={"height": size, "width": size}, do_center_crop=False,
                                       image_mean=list(MEAN), image_std=list(STD), resample=3)
-    return Tower(vision, processor, "default", 1, size, vision.config.patch_size, "mmagent", str(encoder_dir))
+    # "full" when the encoder taught its CLS token something the LLM reads (counts, `answer_counts`)
+    strategy = getattr(vision.config, "mmagent_feature_select", "default")
+    return Tower(vision, processor, strategy, 1, size, vision.config.patch_size, "mmagent", str(encoder_dir))
 
 
 def pretrained_tower(source: str) -> Tower:
