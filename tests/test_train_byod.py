@@ -248,6 +248,41 @@ def test_multi_turn_examples_are_the_chat_template_with_every_answer_labelled(ti
     assert _prompt(processor, None, "Q?").count("<image>") == image_tokens(processor)
 
 
+def test_questions_about_one_image_answered_together_say_what_each_asked_alone_says(tiny_llama, tmp_path):
+    """The held-out evaluation reads an image and its prompt once for all of its questions (the
+    shared tokens' keys and values copied, each question padded in the middle): the replies are
+    those of each question asked alone, unpadded — with CLS kept ("full") or dropped, and with
+    questions of different lengths and system prompts."""
+    from mmagent.train.adapter import Example, _prompt, answer_together, build_llava, evaluate_qa
+
+    for kind in ("clip", "siglip"):
+        tower = _tower(kind, tmp_path / kind)
+        torch.manual_seed(1)
+        model, processor = build_llava(None, AdapterRecipe(llm=str(tiny_llama), vision_encoder=str(tower)))
+        with torch.no_grad():  # a projector that is not the calibrated start: replies vary by image
+            for param in model.model.multi_modal_projector.parameters():
+                param.normal_(0, 0.5)
+        model.eval()
+        pixels = torch.randn(2, 3, 32, 32)
+        items = [Example(0, "Be brief.", q, "x", "t") for q in ("Is it?", "What colour is the long thing there?", "N?")]
+        together = answer_together(model, processor, items, pixels, 5)
+        tok = processor.tokenizer
+        alone = []
+        with torch.no_grad():
+            for e in items:
+                enc = tok([_prompt(processor, e.system, e.text)], return_tensors="pt", add_special_tokens=False)
+                out = model.generate(**enc, pixel_values=pixels[[e.scene]], max_new_tokens=5, do_sample=False,
+                                     pad_token_id=tok.pad_token_id)
+                alone.append(tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+        assert together == alone and any(together), kind
+        # the evaluation groups by (image, system prompt) and scores what each question got
+        mixed = items + [Example(1, None, "Is it?", "x", "t"), Example(0, None, "Is it?", "x", "u")]
+        shared = evaluate_qa(model, processor, mixed, pixels, score=lambda reply, answer, t: reply == together[0])
+        plain = evaluate_qa(model, processor, mixed, pixels, score=lambda reply, answer, t: reply == together[0],
+                            shared=False, batch_size=1)
+        assert shared == plain and shared["questions"] == 5
+
+
 def test_shifted_images_move_by_at_most_the_fraction_and_repeat_the_edge():
     from mmagent.train.encoder import shifted
 

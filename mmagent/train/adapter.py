@@ -470,10 +470,13 @@ def _count_accuracy(logits: torch.Tensor, units: list[tuple[int, int]], targets:
 
 @torch.no_grad()
 def evaluate_qa(model, processor, items: list[Example], pixels, *, limit: int | None = None, batch_size: int = 16,
-                score=None) -> dict:
+                score=None, shared: bool = True) -> dict:
     """Greedy answers to held-out questions (`items`, each asked with its own system prompt);
     accuracy per type, and POPE's yes-ratio / precision / recall / F1 for each yes/no type
-    (under "pope"). `score(reply, answer, type)`: the scene scorer by default."""
+    (under "pope"). `score(reply, answer, type)`: the scene scorer by default. `shared`: the
+    questions about one image (with one system prompt) are answered together, the image and the
+    prompt before the question read once for all of them (`answer_together`); False: each
+    question whole, `batch_size` at a time."""
     from ..scenes.scoring import is_correct
 
     score = score or is_correct
@@ -483,16 +486,26 @@ def evaluate_qa(model, processor, items: list[Example], pixels, *, limit: int | 
     items = items[:limit]
     device = next(model.parameters()).device
     longest = max((len(tok(e.answer, add_special_tokens=False)["input_ids"]) for e in items), default=1)
+    new_tokens = max(4, longest + 2)
+    if shared:
+        groups: dict[tuple[int, str | None], list[Example]] = {}
+        for e in items:
+            groups.setdefault((e.scene, e.system), []).append(e)
+        batches = [g[i:i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
+    else:
+        batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     correct: dict[str, list[int]] = {}
     said: dict[str, list[dict]] = {}  # yes/no questions' replies, for POPE's numbers
-    for start in range(0, len(items), batch_size):
-        batch = items[start:start + batch_size]
-        enc = tok([_prompt(processor, e.system, e.text) for e in batch], return_tensors="pt", padding=True,
-                  add_special_tokens=False).to(device)
-        with _autocast(device):
-            out = model.generate(**enc, pixel_values=pixels[[e.scene for e in batch]].to(device),
-                                 max_new_tokens=max(4, longest + 2), do_sample=False, pad_token_id=tok.pad_token_id)
-        replies = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    for batch in batches:
+        if shared:
+            replies = answer_together(model, processor, batch, pixels, new_tokens)
+        else:
+            enc = tok([_prompt(processor, e.system, e.text) for e in batch], return_tensors="pt", padding=True,
+                      add_special_tokens=False).to(device)
+            with _autocast(device):
+                out = model.generate(**enc, pixel_values=pixels[[e.scene for e in batch]].to(device),
+                                     max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+            replies = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         for item, reply in zip(batch, replies):
             correct.setdefault(item.type, []).append(int(score(reply, item.answer, item.type)))
             said.setdefault(item.type, []).append({"reference": [item.answer], "prediction": reply})
@@ -503,6 +516,40 @@ def evaluate_qa(model, processor, items: list[Example], pixels, *, limit: int | 
               if all(r["reference"][0].strip().lower() in ("yes", "no") for r in rows)}
     return {t: round(sum(v) / len(v), 4) for t, v in sorted(correct.items())} | {
         "questions": sum(len(v) for v in correct.values())} | ({"pope": yes_no} if yes_no else {})
+
+
+@torch.no_grad()
+def answer_together(model, processor, batch: list[Example], pixels, new_tokens: int) -> list[str]:
+    """Greedy replies to questions about one image (one `scene`, one system prompt): the tokens
+    they share — the system prompt, the image, the start of the user turn — go through the model
+    once, their keys and values are copied for each question, and only each question's own
+    tokens are read after them (padded between the two, masked). The same computation as asking
+    each question whole: a 64-token image and its prompt are ~80 % of a short question's tokens,
+    so the held-out evaluation takes a fraction of the time."""
+    tok = processor.tokenizer
+    device = next(model.parameters()).device
+    rows = [tok(_prompt(processor, e.system, e.text), add_special_tokens=False)["input_ids"] for e in batch]
+    common = 0
+    while all(len(r) > common + 1 for r in rows) and len({r[common] for r in rows}) == 1:
+        common += 1  # the longest common start, each question keeping at least one token of its own
+    image_id = model.config.image_token_id
+    if image_id in [t for r in rows for t in r[common:]]:
+        raise ValueError("the questions of a shared batch must share their image tokens")
+    with _autocast(device):
+        prefix = model(input_ids=torch.tensor([rows[0][:common]], device=device),
+                       pixel_values=pixels[[batch[0].scene]].to(device), use_cache=True)
+    name = "cache" if "cache" in prefix else "past_key_values"  # transformers >= 5.2x calls it `cache`
+    cache = prefix[name]
+    cache.batch_repeat_interleave(len(batch))
+    own = [r[common:] for r in rows]
+    width = max(len(r) for r in own)
+    pad = tok.pad_token_id
+    ids = torch.tensor([rows[0][:common] + [pad] * (width - len(r)) + r for r in own], device=device)
+    mask = torch.tensor([[1] * common + [0] * (width - len(r)) + [1] * len(r) for r in own], device=device)
+    with _autocast(device):
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False,
+                             pad_token_id=pad, **{name: cache})
+    return tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
 
 
 def _autocast(device: torch.device):
