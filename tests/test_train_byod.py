@@ -330,7 +330,7 @@ def test_out_of_memory_splits_the_batch_and_reaches_the_same_weights(toy, tiny_l
 
 def test_cli_recipes_scenes_learn_places_and_signs_by_default_and_data_gets_its_own(tmp_path, monkeypatch):
     """The CLI's defaults are the shipped recipes: on scenes the encoder and adapter learn places
-    and signs unless --no-places-and-signs; on --data the adapter trains 160 stage-2 steps of
+    and signs unless --no-places-and-signs; on --data the adapter trains 180 stage-2 steps of
     conversations and no stage 3, and places and signs (a scene-world option) are off."""
     import mmagent.train.adapter as adapter_mod
     import mmagent.train.encoder as encoder_mod
@@ -352,4 +352,4 @@ def test_cli_recipes_scenes_learn_places_and_signs_by_default_and_data_gets_its_
     scenes_enc, earlier_enc, scenes_ad, data_ad = seen
     assert scenes_enc.places_and_signs and scenes_enc.steps == 6000 and not earlier_enc.places_and_signs
     assert scenes_ad.places_and_signs and (scenes_ad.qa_steps, scenes_ad.focus_steps) == (450, 500)
-    assert not data_ad.places_and_signs and (data_ad.qa_steps, data_ad.focus_steps) == (160, 0)
+    assert not data_ad.places_and_signs and (data_ad.qa_steps, data_ad.focus_steps) == (180, 0)

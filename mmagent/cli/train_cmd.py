@@ -89,7 +89,7 @@ def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, se
               help="LoRA on attention and MLP projections, or attention only.")
 @click.option("--caption-steps", type=click.IntRange(0), default=20, show_default=True, help="Stage 1.")
 @click.option("--qa-steps", type=click.IntRange(0),
-              help="Stage 2.  [default: 450; 160 with --data (conversations of --turns questions)]")
+              help="Stage 2.  [default: 450; 180 with --data (conversations of --turns questions)]")
 @click.option("--focus-steps", type=click.IntRange(0),
               help="Stage 3: QA with every question type equally often.  [default: 500; 0 with --data]")
 @click.option("--turns", type=click.IntRange(1), metavar="N",
@@ -140,7 +140,7 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
                                         resume=resume and (encoder_dir / "checkpoint.pt").is_file())
         click.echo(f"encoder: answer accuracy on held-out images {metrics.get('answer_accuracy')}", err=True)
     if qa_steps is None:
-        qa_steps = 160 if data is not None else 450
+        qa_steps = 180 if data is not None else 450
     if focus_steps is None:
         focus_steps = 0 if data is not None else 500
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
