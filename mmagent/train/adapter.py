@@ -421,14 +421,10 @@ def ground_on_answers(model, tokenizer, pixels, targets: torch.Tensor, known: to
         if pairs is not None:
             loss = loss + pair_bce(per_patch, pairs[0][:split], pairs[1][:split])
         if cls is not None:  # the CLS token shows no single object's words
-            word_on_cls = probe(cls[:split])
-            loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(word_on_cls,
-                                                                               torch.zeros_like(word_on_cls))
-        if units:
-            count_on_patches = counter(patches[:split])  # a patch says no count
-            loss = (loss + known_bce(counter(cls[:split]), unit_targets[:split], unit_known[:split])
-                    + torch.nn.functional.binary_cross_entropy_with_logits(count_on_patches,
-                                                                           torch.zeros_like(count_on_patches)))
+            loss = loss + _silent(probe(cls[:split]))
+        if units:  # ... and a patch says no count
+            loss = loss + known_bce(counter(cls[:split]), unit_targets[:split], unit_known[:split]) \
+                + _silent(counter(patches[:split]))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -454,6 +450,11 @@ def ground_on_answers(model, tokenizer, pixels, targets: torch.Tensor, known: to
         active = _install_probe(model, tokenizer, probe, names, torch.cat(present))
     return calibration | {"probe_word_accuracy": round(held, 4), "probe_words": len(words),
                           "probe_unit_mean": round(active, 3), "probe_pair_accuracy": binding} | report
+
+
+def _silent(logits: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of every unit against 0: these features must not fire them."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
 
 
 def _count_accuracy(logits: torch.Tensor, units: list[tuple[int, int]], targets: torch.Tensor) -> float | None:
