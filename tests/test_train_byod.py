@@ -109,10 +109,10 @@ def test_the_whole_recipe_from_data_alone_with_bad_rows_reported(tmp_path, tiny_
     assert "probe_pair_accuracy" in metrics["calibration"]  # the grounded probe reports them too
     assert (out / "model" / "config.json").is_file() and (out / "small" / "projector.safetensors").is_file()
     # "How many shapes are there?": the encoder's CLS token learnt the count, so LLaVA keeps it
-    # ("full": 16 patches + CLS) and the grounded probe reads counts from it
+    # ("full": 64 patches + CLS) and the grounded probe reads counts from it
     assert encoder["count_keys"] == [[]]
     config = json.loads((out / "model" / "config.json").read_text())
-    assert config["vision_feature_select_strategy"] == "full" and config["image_seq_length"] == 17
+    assert config["vision_feature_select_strategy"] == "full" and config["image_seq_length"] == 65
     assert 0 <= metrics["calibration"]["probe_count_accuracy"] <= 1
     from mmagent.backends import Message, get_backend
     from mmagent.content import TextPart, load_media
@@ -122,7 +122,7 @@ def test_the_whole_recipe_from_data_alone_with_bad_rows_reported(tmp_path, tiny_
         reply = get_backend("vlm", "transformers", model=str(folder), device="cpu").chat(
             [Message("user", [image, TextPart("How many shapes are there?")])], max_tokens=2)
         assert reply.usage["completion_tokens"] >= 1
-        assert json.loads((folder / "config.json").read_text())["image_seq_length"] == 17
+        assert json.loads((folder / "config.json").read_text())["image_seq_length"] == 65
 
 
 def _small_as_llava(out: Path, llm: Path, dest: Path) -> Path:

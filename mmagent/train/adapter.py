@@ -106,7 +106,7 @@ def build_llava(encoder: Path | Tower | None, recipe: AdapterRecipe):
     if recipe.projector in ("mlp", "linear"):
         patch_size = tower.patch_size  # one image token per patch
         config = LlavaConfig(**common, projector_hidden_act="gelu" if recipe.projector == "mlp" else "linear",
-                             image_seq_length=tower.patches)
+                             image_seq_length=tower.patches + (tower.extra_tokens if tower.strategy == "full" else 0))
         model = LlavaForConditionalGeneration(config)
     else:
         from .arch import QueryAdapterConfig, QueryAdapterLlava, register_architectures
