@@ -678,8 +678,9 @@ def user_data(recipe: AdapterRecipe, tower: Tower, on_data=None) -> AdapterData:
     pairs = answer_pairs(data.train, images, words)
     # counts on the CLS token: only where LLaVA keeps it (an encoder trained with them says "full")
     counts = answer_counts(data.train, images, words) if tower.strategy == "full" and tower.extra_tokens else None
-    grounding = Grounding(images, targets, known, pairs, words, counts if counts and counts.keys else None) \
-        if words else None
+    if counts is not None and not counts.keys:
+        counts = None
+    grounding = Grounding(images, targets, known, pairs, words, counts) if words else None
     held = [Example(e.image, QA_SYSTEM, e.question, e.answer, e.type) for e in data.val if e.kind == "qa"]
     calibration = pixels[list(data.train_images[:256])]
     return AdapterData(pixels, pixels, captions, questions, held, types, score=answer_matches, grounding=grounding,
