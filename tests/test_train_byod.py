@@ -219,9 +219,12 @@ def test_multi_turn_examples_are_the_chat_template_with_every_answer_labelled(ti
     questions = [Example(0, None, f"Question {n}?", answer, "t") for n, answer in enumerate(["pink", "yes", "2"])]
     questions.append(Example(1, None, "Other image?", "no", "t"))
     items = stage_examples([], questions, "mixed", turns=2)
-    assert [(e.scene, e.text, e.more) for e in items] == [
-        (0, "Question 0?", (("Question 1? Answer with one word.", "yes"),)), (0, "Question 2? Answer with one word.", ()),
+    assert [(e.scene, e.text, e.more) for e in items] == [  # as few conversations as can be, evenly long
+        (0, "Question 0?", ()), (0, "Question 1? Answer with one word.", (("Question 2? Answer with one word.", "2"),)),
         (1, "Other image?", ())]
+    ten = [Example(0, None, f"Q{n}?", "yes", "t") for n in range(10)]
+    assert [1 + len(e.more) for e in stage_examples([], ten, "mixed", turns=4)] == [3, 3, 4]
+    assert [1 + len(e.more) for e in stage_examples([], ten, "mixed", turns=12)] == [10]
     talk = Example(0, "Be brief.", "Question 0?", "pink", "t", (("Question 1?", "yes"),))
     ids, mask, labels, keep = encode_batch(processor, [talk, Example(1, None, "Q?", "no", "t")])
     assert keep is None and ids.shape == labels.shape
@@ -301,14 +304,14 @@ def test_shifted_images_move_by_at_most_the_fraction_and_repeat_the_edge():
 def test_out_of_memory_splits_the_batch_and_reaches_the_same_weights(toy, tiny_llama, tmp_path, monkeypatch):
     """Batch size scaled to memory: when the device runs out of memory the step's batch goes
     through in halves (then quarters...), gradients accumulated by share — the same weights as
-    the whole batch at once, up to float rounding."""
+    the whole batch at once, up to float rounding (float32 here: bf16 rounds per piece)."""
     from safetensors.torch import load_file
 
     import mmagent.train.adapter as adapter_module
 
     tower = _tower("clip", tmp_path / "clip")
     recipe = AdapterRecipe(llm=str(tiny_llama), vision_encoder=str(tower), data=str(toy), val_fraction=0.25,
-                           **{**TINY, "qa_steps": 3, "focus_steps": 1})
+                           precision="fp32", **{**TINY, "qa_steps": 3, "focus_steps": 1})
     train_adapter(None, tmp_path / "whole", recipe, quiet=True)
     real, sizes = adapter_module.answer_loss, []
 
@@ -330,8 +333,9 @@ def test_out_of_memory_splits_the_batch_and_reaches_the_same_weights(toy, tiny_l
 
 def test_cli_recipes_scenes_learn_places_and_signs_by_default_and_data_gets_its_own(tmp_path, monkeypatch):
     """The CLI's defaults are the shipped recipes: on scenes the encoder and adapter learn places
-    and signs unless --no-places-and-signs; on --data the adapter trains 180 stage-2 steps of
-    conversations and no stage 3, and places and signs (a scene-world option) are off."""
+    and signs unless --no-places-and-signs; on --data the adapter trains 300 stage-2 steps of
+    conversations and no stage 3, and places and signs (a scene-world option) are off; training
+    arithmetic is chosen by the device (--precision auto) unless --precision says."""
     import mmagent.train.adapter as adapter_mod
     import mmagent.train.encoder as encoder_mod
 
@@ -352,4 +356,48 @@ def test_cli_recipes_scenes_learn_places_and_signs_by_default_and_data_gets_its_
     scenes_enc, earlier_enc, scenes_ad, data_ad = seen
     assert scenes_enc.places_and_signs and scenes_enc.steps == 6000 and not earlier_enc.places_and_signs
     assert scenes_ad.places_and_signs and (scenes_ad.qa_steps, scenes_ad.focus_steps) == (450, 500)
-    assert not data_ad.places_and_signs and (data_ad.qa_steps, data_ad.focus_steps) == (180, 0)
+    assert not data_ad.places_and_signs and (data_ad.qa_steps, data_ad.focus_steps) == (300, 0)
+    assert scenes_ad.precision == data_ad.precision == "auto"
+    result = runner.invoke(build_cli(), ["train", "adapter", "--encoder", str(enc), "--out", str(tmp_path / "a3"),
+                                         "--precision", "fp64"])
+    assert result.exit_code != 0 and "--precision" in result.output and "Traceback" not in result.output
+
+
+def test_training_precision_follows_the_device_and_the_flag():
+    """--precision auto trains under bf16 autocast where the device computes bf16 natively (a CPU
+    with AVX512-BF16 / AMX: oneDNN says so) and in float32 elsewhere; fp32 and bf16 force one."""
+    from mmagent.errors import InputError
+    from mmagent.train.adapter import training_bf16
+
+    cpu = torch.device("cpu")
+    assert training_bf16("auto", cpu) == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert training_bf16("bf16", cpu) and not training_bf16("fp32", cpu)
+    with pytest.raises(InputError, match="--precision"):
+        training_bf16("fp16", cpu)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_training_runs_in_the_precision_asked_and_says_so(precision, toy, tiny_llama, tmp_path, monkeypatch):
+    """Every training step's loss is computed under bf16 autocast exactly when the run is bf16
+    (the held-out answers stay float32 on the CPU, as the vlm plugin serves them), the weights
+    saved are float32 either way, and metrics.json records the precision."""
+    from safetensors.torch import load_file
+
+    import mmagent.train.adapter as adapter_module
+
+    tower = _tower("clip", tmp_path / "clip")
+    real, seen = adapter_module.answer_loss, []
+
+    def watched(*args):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return real(*args)
+
+    monkeypatch.setattr(adapter_module, "answer_loss", watched)
+    recipe = AdapterRecipe(llm=str(tiny_llama), vision_encoder=str(tower), data=str(toy), val_fraction=0.25,
+                           precision=precision, device="cpu", **TINY)
+    metrics = train_adapter(None, tmp_path / "ad", recipe, quiet=True)
+    assert seen and set(seen) == {precision == "bf16"}
+    assert metrics["precision"] == precision
+    weights = load_file(tmp_path / "ad" / "model" / "model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float32}

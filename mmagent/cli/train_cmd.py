@@ -89,7 +89,7 @@ def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, se
               help="LoRA on attention and MLP projections, or attention only.")
 @click.option("--caption-steps", type=click.IntRange(0), default=20, show_default=True, help="Stage 1.")
 @click.option("--qa-steps", type=click.IntRange(0),
-              help="Stage 2.  [default: 450; 180 with --data (conversations of --turns questions)]")
+              help="Stage 2.  [default: 450; 300 with --data (conversations of --turns questions)]")
 @click.option("--focus-steps", type=click.IntRange(0),
               help="Stage 3: QA with every question type equally often.  [default: 500; 0 with --data]")
 @click.option("--turns", type=click.IntRange(1), metavar="N",
@@ -106,12 +106,15 @@ def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, se
 @click.option("--llm", default="smollm2-135m-instruct", show_default=True, metavar="NAME_OR_PATH",
               help="The LLM the adapter feeds (a zoo name or a transformers folder); frozen, LoRA on top.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when there is one), cpu, cuda, cuda:N.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="Training arithmetic: auto is bf16 autocast where the device has bf16 natively (CUDA; a CPU "
+                   "with AVX512-BF16 or AMX), float32 elsewhere. The shipped scene VLM was trained in fp32.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoints in --out.")
 def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_vision_layers: int, out: Path,
             projector: str, num_queries: int, lora_rank: int, lora_modules: str, caption_steps: int, qa_steps: int | None,
             focus_steps: int | None, turns: int | None, train_scenes: int, batch_size: int, seed: int,
             places_and_signs: bool, data: str | None, val: str | None, val_fraction: float, encoder_steps: int, llm: str,
-            device: str, resume: bool) -> None:
+            device: str, precision: str, resume: bool) -> None:
     """LLaVA recipe: frozen encoder + frozen SmolLM2; train the projector (and LoRA) on captions, then QA.
 
     \b
@@ -140,7 +143,7 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
                                         resume=resume and (encoder_dir / "checkpoint.pt").is_file())
         click.echo(f"encoder: answer accuracy on held-out images {metrics.get('answer_accuracy')}", err=True)
     if qa_steps is None:
-        qa_steps = 180 if data is not None else 450
+        qa_steps = 300 if data is not None else 450
     if focus_steps is None:
         focus_steps = 0 if data is not None else 500
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
@@ -148,7 +151,7 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
                            focus_steps=focus_steps, turns=turns, places_and_signs=places_and_signs and data is None,
                            train_scenes=train_scenes, batch_size=batch_size,
                            vision_encoder=vision_encoder, unfreeze_vision_layers=unfreeze_vision_layers,
-                           data=data, val=val, val_fraction=val_fraction, device=device, llm=llm)
+                           data=data, val=val, val_fraction=val_fraction, device=device, precision=precision, llm=llm)
     # the data's summary once: after the encoder step when there was one
     print_json(train_adapter(encoder_dir, out, recipe, resume=resume, on_data=None if whole else _report))
 

@@ -72,7 +72,10 @@ class AdapterRecipe:
     data: str | None = None
     val: str | None = None  # a held-out source of its own; else val_fraction of the images
     val_fraction: float = 0.1
-    device: str = "auto"  # auto: CUDA when there is one (bf16 autocast there), else CPU
+    device: str = "auto"  # auto: CUDA when there is one, else CPU
+    #: training arithmetic: auto: bf16 autocast where the device has it natively (CUDA; a CPU with
+    #: AVX512-BF16 / AMX), else float32; fp32 or bf16 force one (`training_bf16`)
+    precision: str = "auto"
     #: scenes: train read-the-word questions too and start the projector with position and
     #: printed-word units (needs an encoder trained with `EncoderRecipe.places_and_signs`)
     places_and_signs: bool = False
@@ -192,8 +195,11 @@ def stage_examples(captions: list[Example], questions: list[Example], kind: str,
     for q in asked:
         by_image.setdefault(q.scene, []).append(q)
     for group in by_image.values():  # the first turn keeps its own system prompt; the rest follow it
-        for i in range(0, len(group), turns):
-            first, rest = group[i], group[i + 1:i + turns]
+        # as few conversations as `turns` allows, their lengths as even as can be (10 in 4s: 3, 3, 4)
+        k = -(-len(group) // turns)
+        cuts = [len(group) * j // k for j in range(k + 1)]
+        for i, j in zip(cuts, cuts[1:]):
+            first, rest = group[i], group[i + 1:j]
             items.append(Example(first.scene, first.system, first.text, first.answer, first.type,
                                  tuple((q.text, q.answer) for q in rest)))
     return items
@@ -553,13 +559,30 @@ def answer_together(model, processor, batch: list[Example], pixels, new_tokens: 
     return tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA (mixed precision); nothing on the CPU (float32, as the shipped model)."""
+def _autocast(device: torch.device, bf16: bool | None = None):
+    """bf16 autocast (mixed precision) when `bf16`, or with None on CUDA only (inference: the CPU
+    answers in float32, as the VLM plugin serves the model); else nothing (float32)."""
     import contextlib
 
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if bf16 or (bf16 is None and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def training_bf16(precision: str, device: torch.device) -> bool:
+    """Whether training runs under bf16 autocast: `precision` "bf16" or "fp32" say so; "auto" does
+    where the device computes bf16 natively — CUDA, and CPUs with AVX512-BF16 or AMX (oneDNN's
+    check), where a step takes ~0.6x the float32 time — and trains in float32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision {precision}: use {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @dataclass
@@ -696,8 +719,9 @@ class MicroBatches:
     so the step is the same computation whatever the pieces — only the padding, and therefore the
     last bits, can differ. On the CPU the batch is never split."""
 
-    def __init__(self, model, processor, pixels, device: torch.device, quiet: bool = False):
+    def __init__(self, model, processor, pixels, device: torch.device, quiet: bool = False, bf16: bool | None = None):
         self.model, self.processor, self.pixels, self.device, self.quiet = model, processor, pixels, device, quiet
+        self.bf16 = bf16  # autocast (`_autocast`); None: on CUDA only
         self.size: int | None = None  # the largest piece that fitted; None: the whole batch
 
     def backward(self, batch: list[Example]) -> float:
@@ -708,7 +732,7 @@ class MicroBatches:
                 for start in range(0, len(batch), size):
                     piece = batch[start:start + size]
                     ids, mask, labels, keep = encode_batch(self.processor, piece)
-                    with _autocast(self.device):
+                    with _autocast(self.device, self.bf16):
                         loss = answer_loss(self.model, self.pixels[[b.scene for b in piece]].to(self.device),
                                            ids.to(self.device), mask.to(self.device), labels.to(self.device), keep)
                     if size < len(batch):
@@ -776,7 +800,8 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     stages = [("caption", recipe.caption_steps if data.captions else 0), ("qa", recipe.qa_steps),
               ("focus", recipe.focus_steps)]
     timings, lora = {}, None
-    fit = MicroBatches(model, processor, data.pixels, device, quiet=quiet)
+    bf16 = training_bf16(recipe.precision, device)
+    fit = MicroBatches(model, processor, data.pixels, device, quiet=quiet, bf16=bf16)
     for stage, steps in stages:
         if steps <= 0:
             continue
@@ -812,7 +837,8 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     t0 = time.perf_counter()
     metrics = evaluate_qa(model, processor, data.eval_items, data.eval_pixels, score=data.score)
     metrics.update(timings, calibration=calibration, eval_seconds=round(time.perf_counter() - t0, 1),
-                   device=str(device), data=data.summary, recipe=asdict(recipe))
+                   device=str(device), precision="bf16" if bf16 else "fp32", data=data.summary,
+                   recipe=asdict(recipe))
     model.to("cpu").save_pretrained(out / "model")
     processor.save_pretrained(out / "model")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
