@@ -401,3 +401,38 @@ def test_training_runs_in_the_precision_asked_and_says_so(precision, toy, tiny_l
     assert metrics["precision"] == precision
     weights = load_file(tmp_path / "ad" / "model" / "model.safetensors")
     assert {t.dtype for t in weights.values()} == {torch.float32}
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_recipe_other_than_the_one_the_run_began_with(toy, tiny_llama, tmp_path):
+    """A run's recipe is pinned in OUT/recipe.json; --resume with other options (another precision,
+    LoRA rank, data…) would give the weights of neither run, so it stops with one clear line and
+    touches nothing; the same recipe (the device aside, a relative data path) resumes."""
+    import dataclasses
+
+    from mmagent.errors import InputError
+    from mmagent.train.encoder import EncoderRecipe, train_encoder_on_data
+
+    tower = _tower("clip", tmp_path / "clip")
+    recipe = AdapterRecipe(llm=str(tiny_llama), vision_encoder=str(tower), data=str(toy), val_fraction=0.25,
+                           precision="fp32", **{**TINY, "qa_steps": 2, "focus_steps": 0})
+    train_adapter(None, tmp_path / "a", recipe, quiet=True)
+    pinned = json.loads((tmp_path / "a" / "recipe.json").read_text())
+    assert pinned["precision"] == "fp32" and pinned["lora_rank"] == 2
+    weights = (tmp_path / "a" / "qa" / "checkpoint.pt").read_bytes()
+    for change in ({"precision": "bf16"}, {"lora_rank": 4}, {"val_fraction": 0.5}):
+        with pytest.raises(InputError, match=f"--resume with another recipe.*{next(iter(change))}"):
+            train_adapter(None, tmp_path / "a", dataclasses.replace(recipe, **change), resume=True, quiet=True)
+    assert (tmp_path / "a" / "qa" / "checkpoint.pt").read_bytes() == weights
+    assert json.loads((tmp_path / "a" / "recipe.json").read_text()) == pinned
+    train_adapter(None, tmp_path / "a", dataclasses.replace(recipe, device="cpu"), resume=True, quiet=True)
+    # the data encoder pins its data too; a relative path to the same file is the same data
+    enc = EncoderRecipe.for_data(steps=1, batch_size=4)
+    train_encoder_on_data(tmp_path / "e", enc, str(toy), val_fraction=0.25, quiet=True)
+    with pytest.raises(InputError, match="steps 1 -> 2"):
+        train_encoder_on_data(tmp_path / "e", dataclasses.replace(enc, steps=2), str(toy), val_fraction=0.25,
+                              resume=True, quiet=True)
+    import os
+
+    relative = os.path.relpath(toy)
+    train_encoder_on_data(tmp_path / "e", enc, relative, val_fraction=0.25, resume=True, quiet=True)

@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT, QA_SYSTEM
 from ..scenes.vocab import WORDS
 from .encoder import known_bce, pair_accuracy, pair_bce
-from .loop import TrainableState, batch_indices, logged_seconds, run_loop, warmup_cosine
+from .loop import TrainableState, batch_indices, logged_seconds, pin_recipe, run_loop, warmup_cosine
 from .scene_data import PLACES, SIZED, make_scenes
 from .vision import Tower, load_tower, preprocess, unfreeze_last
 
@@ -775,6 +775,7 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     device = resolve_device(recipe.device)
+    pin_recipe(out, asdict(recipe), resume)
     tower = load_tower(encoder_dir, recipe.vision_encoder)
     model, processor = build_llava(tower, recipe)
     hidden = model.config.text_config.hidden_size

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..scenes import COLOURS, KINDS
-from .loop import batch_indices, run_loop, warmup_cosine
+from .loop import batch_indices, pin_recipe, run_loop, warmup_cosine
 from .scene_data import COMBOS, GRID, IMAGE_SIZE, MAX_COUNT, PLACES, SIZED, SceneTensors, make_scenes
 from .user_data import MAX_COUNT as MAX_ANSWERED_COUNT
 
@@ -161,6 +161,7 @@ def train_encoder(out: Path, recipe: EncoderRecipe, *, resume: bool = False, qui
 
     if recipe.patch_size * GRID != IMAGE_SIZE:
         raise InputError(f"patch_size must be {IMAGE_SIZE // GRID}: the per-patch targets use a {GRID}x{GRID} grid")
+    pin_recipe(out, asdict(recipe), resume)
     torch.manual_seed(recipe.seed)
     embedder = get_backend("embed", "minilm", device="cpu")
     t0 = time.perf_counter()
@@ -314,6 +315,7 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
     from .scene_data import preprocess
     from .user_data import answer_counts, answer_pairs, answer_words, load_training_data
 
+    pin_recipe(out, asdict(recipe) | {"data": str(data_source), "val": val, "val_fraction": val_fraction}, resume)
     torch.manual_seed(recipe.seed)
     t0 = time.perf_counter()
     data = load_training_data(data_source, val=val, val_fraction=val_fraction, seed=recipe.seed,

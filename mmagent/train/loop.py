@@ -18,6 +18,29 @@ def save_checkpoint(path: Path, **state) -> None:
     os.replace(tmp, path)
 
 
+def pin_recipe(out: Path, recipe: dict, resume: bool, *, free: tuple[str, ...] = ("device",)) -> None:
+    """Write `out/recipe.json` at a run's start; on `resume`, refuse a recipe that differs from the
+    one the run began with (the weights would be neither run's). `free`: fields a resume may change."""
+    from ..errors import InputError
+
+    path = out / "recipe.json"
+    # a data path given relative on one run and absolute on the next is the same data
+    recipe = {k: str(Path(v).resolve()) if k in ("data", "val") and isinstance(v, str) and os.path.exists(v) else v
+              for k, v in json.loads(json.dumps(recipe)).items()}
+    mine = {k: v for k, v in recipe.items() if k not in free}
+    if resume and path.is_file():
+        before = {k: v for k, v in json.loads(path.read_text()).items() if k not in free}
+        changed = sorted(k for k in before.keys() | mine.keys() if before.get(k) != mine.get(k))
+        if changed:
+            said = ", ".join(f"{k} {before.get(k)!r} -> {mine.get(k)!r}" for k in changed)
+            raise InputError(f"{out}: --resume with another recipe than the run began with ({said}); "
+                             f"resume with the same options, or start a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(recipe, indent=2))
+    os.replace(tmp, path)
+
+
 def load_checkpoint(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
 
