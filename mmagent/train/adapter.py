@@ -719,9 +719,9 @@ class MicroBatches:
     so the step is the same computation whatever the pieces — only the padding, and therefore the
     last bits, can differ. On the CPU the batch is never split."""
 
-    def __init__(self, model, processor, pixels, device: torch.device, quiet: bool = False, bf16: bool | None = None):
+    def __init__(self, model, processor, pixels, device: torch.device, *, bf16: bool, quiet: bool = False):
         self.model, self.processor, self.pixels, self.device, self.quiet = model, processor, pixels, device, quiet
-        self.bf16 = bf16  # autocast (`_autocast`); None: on CUDA only
+        self.bf16 = bf16  # the run's training precision (`training_bf16`): bf16 autocast or float32
         self.size: int | None = None  # the largest piece that fitted; None: the whole batch
 
     def backward(self, batch: list[Example]) -> float:
