@@ -69,6 +69,55 @@ def test_stage_three_asks_every_question_type_equally_often():
     assert balanced["caption"] == mixed["caption"]
 
 
+def test_position_answers_say_where_each_object_is_before_the_answer():
+    """Stage 4 trains position answered with its reasons: each object's column (left/right
+    questions) or row (above/below) in the description's words, then the answer — which the
+    scorer reads, so a reply in that form scores as its final yes or no."""
+    import re
+
+    from mmagent.scenes import generate_scene
+    from mmagent.scenes.language import COLUMN_SAID, ROW_SAID
+    from mmagent.scenes.scoring import is_correct
+
+    seen = 0
+    for i in range(60):
+        scene = generate_scene("explained", i)
+        by_name = {f"the {o.colour} {o.kind}": o for o in scene.objects}
+        by_name |= {f"the {o.size} {o.colour} {o.kind}": o for o in scene.objects}
+        for q in scene.questions:
+            if q.type != "position":
+                assert q.explained == ""
+                continue
+            seen += 1
+            a, relation, b = re.match(r"Is (the .+?) (to the left of|to the right of|above|below) (the .+)\?$",
+                                      q.question).groups()
+            said = ((lambda o: COLUMN_SAID[o.column(scene.size)]) if relation.startswith("to the")
+                    else (lambda o: ROW_SAID[o.row(scene.size)]))
+            assert q.explained == f"{a.capitalize()} is {said(by_name[a])} and {b} is {said(by_name[b])}, so {q.answer}."
+            assert is_correct(q.explained, q.answer, "position")
+            assert not is_correct(q.explained, "no" if q.answer == "yes" else "yes", "position")
+    assert seen >= 30
+
+
+def test_stage_four_is_the_relation_types_with_position_explained():
+    from collections import Counter
+
+    from mmagent.scenes import generate_scene
+    from mmagent.train.adapter import QA_TYPES, relation_examples, scene_captions, scene_questions
+
+    scenes = [generate_scene("relations", i) for i in range(60)]
+    items = relation_examples(scene_captions(scenes), scene_questions(scenes, explained=True), QA_TYPES)
+    n = Counter(e.type for e in items)
+    plain = Counter(q.type for q in scene_questions(scenes))
+    assert n["position"] == 3 * plain["position"] and n["comparison"] == plain["comparison"]
+    assert n["count"] == plain["count"]
+    others = sum(v for t, v in n.items() if t not in ("position", "comparison", "count"))
+    assert 0.25 < others / len(items) <= 0.3
+    assert all(e.answer.endswith((", so yes.", ", so no.")) for e in items if e.type == "position")
+    assert {e.answer for e in items if e.type == "existence"} <= {"yes", "no"}
+    assert items == relation_examples(scene_captions(scenes), scene_questions(scenes, explained=True), QA_TYPES)
+
+
 def test_lora_modules_must_be_known():
     from mmagent.errors import InputError
     from mmagent.train.adapter import add_lora
@@ -126,7 +175,7 @@ def test_adapter_trains_into_a_folder_the_vlm_plugin_and_the_zoo_load(tiny_encod
 
     encoder_dir, _ = tiny_encoder
     recipe = AdapterRecipe(llm=str(tiny_llama), train_scenes=16, eval_scenes=4, probe_scenes=32,
-                           caption_steps=2, qa_steps=2, focus_steps=1,
+                           caption_steps=2, qa_steps=2, focus_steps=1, relations_steps=1,
                            batch_size=4, projector=projector, lora_rank=lora_rank)
     metrics = train_adapter(encoder_dir, tmp_path / "adapter", recipe, quiet=True)
     assert metrics["questions"] > 0 and set(metrics) >= {"existence", "count"}
@@ -138,7 +187,9 @@ def test_adapter_trains_into_a_folder_the_vlm_plugin_and_the_zoo_load(tiny_encod
     reply = get_backend("vlm", "transformers", model=str(folder), device="cpu").chat(ask, max_tokens=3)
     assert isinstance(reply.text, str) and reply.usage["completion_tokens"] >= 1
     small = tmp_path / "adapter" / "small"
-    expected = {"vision", "projector.safetensors", "recipe.json", "metrics.json"} | ({"lora"} if lora_rank else set())
+    # stages 2-3's LoRA, then stage 4's (a fresh one over the merged model), folded in in that order
+    expected = {"vision", "projector.safetensors", "recipe.json", "metrics.json"} | (
+        {"lora", "lora-1"} if lora_rank else set())
     assert {p.name for p in small.iterdir()} == expected
     assert sum(p.stat().st_size for p in small.rglob("*") if p.is_file()) < 5_000_000
 
@@ -159,7 +210,7 @@ def test_adapter_training_resumes_after_a_kill(tiny_encoder, tiny_llama, tmp_pat
 
     encoder_dir, _ = tiny_encoder
     recipe = AdapterRecipe(llm=str(tiny_llama), train_scenes=16, eval_scenes=2, probe_scenes=32,
-                           caption_steps=3, qa_steps=4, focus_steps=2,
+                           caption_steps=3, qa_steps=4, focus_steps=2, relations_steps=2,
                            batch_size=2, lora_rank=4, checkpoint_every=2)
     train_adapter(encoder_dir, tmp_path / "a", recipe, quiet=True)
     # A run killed during stage 2 keeps stage 1 and the step-2 checkpoint of stage 2; --resume completes
@@ -189,6 +240,44 @@ def test_adapter_training_resumes_after_a_kill(tiny_encoder, tiny_llama, tmp_pat
 
     pa, pb = (load_file(tmp_path / d / "small" / "projector.safetensors") for d in ("a", "b"))
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    la, lb = (load_file(tmp_path / d / "small" / "lora-1" / "adapter_model.safetensors") for d in ("a", "b"))
+    assert la.keys() == lb.keys() and all(torch.equal(la[k], lb[k]) for k in la)  # stage 4's fresh LoRA too
+
+
+@pytest.mark.slow
+def test_a_run_can_start_from_a_trained_model(tiny_encoder, tiny_llama, scene_image, tmp_path, monkeypatch):
+    """`init`: a small export's encoder, projector and LoRA folded in; only the stages asked for run;
+    the new small export carries every LoRA in order and the history of the runs before it."""
+    from mmagent.backends import Message, get_backend
+    from mmagent.content import TextPart
+    from mmagent.errors import InputError
+    from mmagent.train.adapter import AdapterRecipe, load_small, train_adapter
+
+    base = dict(llm=str(tiny_llama), train_scenes=16, eval_scenes=4, probe_scenes=32, batch_size=4, lora_rank=4)
+    train_adapter(tiny_encoder[0], tmp_path / "a", AdapterRecipe(caption_steps=1, qa_steps=2, focus_steps=0,
+                                                                 relations_steps=1, **base), quiet=True)
+    first = tmp_path / "a" / "small"
+    then = AdapterRecipe(caption_steps=0, qa_steps=0, focus_steps=0, relations_steps=2, init=str(first), **base)
+    metrics = train_adapter(None, tmp_path / "b", then, quiet=True)
+    assert metrics["calibration"] == {"init": str(first)} and set(metrics["recipe"]) >= {"init"}
+    assert "relations_seconds" in metrics and "qa_seconds" not in metrics
+    small = tmp_path / "b" / "small"
+    assert sorted(p.name for p in small.glob("lora*")) == ["lora", "lora-1", "lora-2"]
+    recipe = json.loads((small / "recipe.json").read_text())
+    assert [r["qa_steps"] for r in recipe["earlier"]] == [2] and recipe["adapter"]["init"] == str(first)
+    assert json.loads((small / "metrics.json").read_text())["earlier"][0]["questions"] > 0
+    # the small export assembles into the model the run saved
+    ask = [Message("user", [scene_image, TextPart("Is the red circle to the left of the blue square?")])]
+    saved = get_backend("vlm", "transformers", model=str(tmp_path / "b" / "model"), device="cpu")
+    model, processor = load_small(small)
+    model.save_pretrained(tmp_path / "rebuilt")
+    processor.save_pretrained(tmp_path / "rebuilt")
+    rebuilt = get_backend("vlm", "transformers", model=str(tmp_path / "rebuilt"), device="cpu")
+    assert rebuilt.chat(ask, max_tokens=12).text == saved.chat(ask, max_tokens=12).text
+    with pytest.raises(InputError, match="was trained with projector mlp; this run asks for linear"):
+        train_adapter(None, tmp_path / "c", AdapterRecipe(projector="linear", init=str(first), caption_steps=0,
+                                                          qa_steps=0, focus_steps=0, relations_steps=1,
+                                                          **base), quiet=True)
 
 
 def test_cli_adapter_without_a_trained_encoder_is_one_line(tmp_path):
@@ -203,6 +292,12 @@ def test_cli_adapter_without_a_trained_encoder_is_one_line(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "holds no trained encoder" in lines[0], out.stderr
     assert not (tmp_path / "o").exists()
+    for args, says in ((["--init", str(tmp_path / "empty")], "is not a trained adapter's small export"),
+                       (["--data", str(tmp_path / "d.jsonl"), "--relations-steps", "5"], "--relations-steps is the scene")):
+        out = subprocess.run([mm, "train", "adapter", "--out", str(tmp_path / "o"), *args], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode != 0 and out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr
+        assert says in out.stderr and not (tmp_path / "o").exists()
     bad = subprocess.run([mm, "train", "adapter", "--encoder", str(tmp_path / "empty"), "--out", str(tmp_path / "o"),
                           "--projector", "transformer"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "transformer" in bad.stderr
@@ -253,7 +348,8 @@ def test_places_and_signs_teach_position_and_reading_and_report_pope(tmp_path, t
                                                layers=1, heads=2, places_and_signs=True), quiet=True)
     assert 0 <= metrics["patch_places_all_correct"] <= 1 and 0 <= metrics["sign_patch_accuracy"] <= 1
     recipe = AdapterRecipe(llm=str(tiny_llama), train_scenes=24, eval_scenes=8, probe_scenes=32, caption_steps=1,
-                           qa_steps=2, focus_steps=1, batch_size=4, lora_rank=2, places_and_signs=True)
+                           qa_steps=2, focus_steps=1, relations_steps=0, batch_size=4, lora_rank=2,
+                           places_and_signs=True)
     out = train_adapter(enc, tmp_path / "ad", recipe, quiet=True)
     assert "read" in out and {"existence", "position"} <= set(out["pope"])
     assert set(out["pope"]["existence"]) >= {"yes_ratio", "precision", "recall", "f1"}

@@ -92,6 +92,12 @@ def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, se
               help="Stage 2.  [default: 450; 300 with --data (conversations of --turns questions)]")
 @click.option("--focus-steps", type=click.IntRange(0),
               help="Stage 3: QA with every question type equally often.  [default: 500; 0 with --data]")
+@click.option("--relations-steps", type=click.IntRange(0),
+              help="Stage 4 (scenes): position (said with its reasons), comparison and count questions on a fresh "
+                   "LoRA.  [default: 400; 0 with --data]")
+@click.option("--init", "init", type=click.Path(file_okay=False, exists=True, path_type=Path), metavar="SMALL",
+              help="Start from a trained model (an OUT/small folder, e.g. plugins/scene_vlm/weights): its encoder, "
+                   "projector and LoRA; set the steps of the stages to run.")
 @click.option("--turns", type=click.IntRange(1), metavar="N",
               help="Stage 2 asks up to N questions about an image in one conversation.  [default: 1; 4 with --data]")
 @click.option("--scenes", "train_scenes", type=click.IntRange(16), default=3000, show_default=True)
@@ -112,28 +118,36 @@ def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, se
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoints in --out.")
 def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_vision_layers: int, out: Path,
             projector: str, num_queries: int, lora_rank: int, lora_modules: str, caption_steps: int, qa_steps: int | None,
-            focus_steps: int | None, turns: int | None, train_scenes: int, batch_size: int, seed: int,
+            focus_steps: int | None, relations_steps: int | None, init: Path | None, turns: int | None,
+            train_scenes: int, batch_size: int, seed: int,
             places_and_signs: bool, data: str | None, val: str | None, val_fraction: float, encoder_steps: int, llm: str,
             device: str, precision: str, resume: bool) -> None:
     """LLaVA recipe: frozen encoder + frozen SmolLM2; train the projector (and LoRA) on captions, then QA.
 
     \b
       mmagent train adapter --encoder enc/ --out ad/                 # the scene world
+      mmagent train adapter --init ad/small --caption-steps 0 --qa-steps 0 --focus-steps 0 --out ad2/
       mmagent train adapter --data my.jsonl --out ad/                # your data: the whole recipe
       mmagent train adapter --data my.jsonl --vision-encoder openai/clip-vit-base-patch32 --out ad/
     """
-    if encoder_dir is not None and vision_encoder is not None:
-        raise InputError("give --encoder or --vision-encoder, not both")
+    if sum(x is not None for x in (encoder_dir, vision_encoder, init)) > 1:
+        raise InputError("give one of --encoder, --vision-encoder and --init")
+    if init is not None and not (init / "projector.safetensors").is_file():
+        raise InputError(f"{init} is not a trained adapter's small export (expected {init}/projector.safetensors)")
+    if relations_steps and data is not None:
+        raise InputError("--relations-steps is the scene world's stage 4 (position said with its reasons); "
+                         "with --data leave it out")
     if encoder_dir is not None and not (encoder_dir / "vision" / "config.json").is_file():
         raise InputError(f"{encoder_dir} holds no trained encoder (expected {encoder_dir}/vision/config.json)")
-    if encoder_dir is None and vision_encoder is None and data is None:
+    if encoder_dir is None and vision_encoder is None and init is None and data is None:
         raise InputError("give --encoder (a `mmagent train encoder` folder), --vision-encoder, or --data "
                          "(then the encoder is trained first)")
-    _check_out(out, resume, "caption/checkpoint.pt", "qa/checkpoint.pt", "focus/checkpoint.pt")
+    _check_out(out, resume, "caption/checkpoint.pt", "qa/checkpoint.pt", "focus/checkpoint.pt",
+               "relations/checkpoint.pt")
     from ..train.adapter import AdapterRecipe, resolve_device, train_adapter
 
     resolve_device(device)  # a bad --device fails before anything is read
-    whole = data is not None and encoder_dir is None and vision_encoder is None
+    whole = data is not None and encoder_dir is None and vision_encoder is None and init is None
     if whole:  # the whole recipe: the encoder first, on the same data
         from ..train.encoder import EncoderRecipe, train_encoder_on_data
 
@@ -146,9 +160,12 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
         qa_steps = 300 if data is not None else 450
     if focus_steps is None:
         focus_steps = 0 if data is not None else 500
+    if relations_steps is None:
+        relations_steps = 0 if data is not None else 400
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
                            lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps,
-                           focus_steps=focus_steps, turns=turns, places_and_signs=places_and_signs and data is None,
+                           focus_steps=focus_steps, relations_steps=relations_steps,
+                           init=str(init.absolute()) if init else None, turns=turns, places_and_signs=places_and_signs and data is None,
                            train_scenes=train_scenes, batch_size=batch_size,
                            vision_encoder=vision_encoder, unfreeze_vision_layers=unfreeze_vision_layers,
                            data=data, val=val, val_fraction=val_fraction, device=device, precision=precision, llm=llm)

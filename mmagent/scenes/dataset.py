@@ -3,7 +3,8 @@
 Layout of a dataset directory:
     images/000000.png ...   the rendered scenes
     scenes.jsonl            one scene a line: id, image, caption, description, objects, word, ...
-    questions.jsonl         one question a line: id, scene, image, question, answer, type
+    questions.jsonl         one question a line: id, scene, image, question, answer, type (and, for
+                            position questions, explained: the answer with its reasons)
     dataset.json            how it was made (seed, options) and counts per question type
 """
 
@@ -53,7 +54,8 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed: int | str = 0, *, si
                 scenes_file.write(_line({"id": record.pop("id"), "image": image, **record}))
                 for k, q in enumerate(scene.questions):
                     questions_file.write(_line({"id": f"{index:06d}-{k}", "scene": index, "image": image,
-                                                "question": q.question, "answer": q.answer, "type": q.type}))
+                                                "question": q.question, "answer": q.answer, "type": q.type}
+                                               | ({"explained": q.explained} if q.explained else {})))
                     types[q.type] += 1
                 with_word += scene.word is not None
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "seed": seed, "n": n, "size": size,

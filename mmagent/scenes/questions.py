@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+from .language import explain_position
 from .model import Question, Scene, SceneObject
 from .vocab import COLOURS, KINDS, PLURAL
 
@@ -25,7 +26,7 @@ def make_questions(scene: Scene, rng: random.Random) -> list[Question]:
     questions += _colour(objects, rng)
     questions += _shape(objects, rng)
     questions += _count(objects, rng)
-    questions += _position(objects, rng)
+    questions += _position(objects, rng, scene.size)
     questions += _comparison(objects, rng)
     if scene.word:
         questions.append(Question("read", "What word is written in the image?", scene.word.lower()))
@@ -90,9 +91,10 @@ def referring_name(obj: SceneObject, objects: list[SceneObject]) -> str | None:
     return None
 
 
-def _position(objects: list[SceneObject], rng: random.Random) -> list[Question]:
+def _position(objects: list[SceneObject], rng: random.Random, size: int) -> list[Question]:
     """Left/right or above/below between two uniquely named objects whose boxes do not overlap on
-    that axis (so the answer is clear to the eye, not a matter of a pixel)."""
+    that axis (so the answer is clear to the eye, not a matter of a pixel); `explained` says each
+    object's column (or row) first."""
     candidates = []
     for i, a in enumerate(objects):
         for b in objects[i + 1:]:
@@ -112,7 +114,8 @@ def _position(objects: list[SceneObject], rng: random.Random) -> list[Question]:
         relation, truth = rng.choice([("to the left of", a.x < b.x), ("to the right of", a.x > b.x)])
     else:
         relation, truth = rng.choice([("above", a.y < b.y), ("below", a.y > b.y)])
-    return [Question("position", f"Is {name_a} {relation} {name_b}?", yes_no(truth))]
+    reasons = explain_position(a, name_a, b, name_b, axis == "x", yes_no(truth), size)
+    return [Question("position", f"Is {name_a} {relation} {name_b}?", yes_no(truth), reasons)]
 
 
 def _comparison(objects: list[SceneObject], rng: random.Random) -> list[Question]:

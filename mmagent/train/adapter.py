@@ -3,7 +3,8 @@
 Frozen vision encoder (mmagent's own from `train_encoder`, or a pretrained CLIP / SigLIP /
 DINOv2: `mmagent.train.vision`) + frozen SmolLM2-135M-Instruct; the projector (LLaVA's 2-layer
 MLP, a linear one, or a query adapter) learns, with LoRA on the LLM from stage 2: stage 1 on
-captioning, stage 2 on question answering, stage 3 on every question type equally often. The
+captioning, stage 2 on question answering, stage 3 on every question type equally often, stage 4
+(scenes) on the relation types, position answered with its reasons (`relation_examples`). The
 data is the scene world's (generated) or the user's own (`recipe.data`:
 `mmagent.train.user_data`), held out by image. The loss covers the answer tokens only, and the LM head runs on
 those positions only (left padding puts every answer at the end). The result is a
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -60,6 +62,12 @@ class AdapterRecipe:
     caption_steps: int = 20
     qa_steps: int = 450
     focus_steps: int = 500  # stage 3: QA again, every type equally often (colour/shape are rarer)
+    #: stage 4 (scenes): position (said with its reasons), comparison and count questions, on a
+    #: fresh LoRA over the merged stages 2-3 (`relation_examples`)
+    relations_steps: int = 400
+    #: start from a trained model (a `small` export: its encoder, projector and LoRA folded in)
+    #: instead of a fresh projector; its stages' steps can then be 0
+    init: str | None = None
     batch_size: int = 16
     lr: float | None = None  # the projector's; None: 3e-5 from a grounded start (mlp), else 1e-3
     checkpoint_every: int = 25
@@ -210,9 +218,28 @@ def scene_captions(scenes) -> list[Example]:
             for prompt, text in ((CAPTION_PROMPT, s.caption), (DESCRIBE_PROMPT, s.description))]
 
 
-def scene_questions(scenes, types: tuple[str, ...] = QA_TYPES) -> list[Example]:
-    return [Example(i, None, q.question, q.answer, q.type) for i, s in enumerate(scenes) for q in s.questions
-            if q.type in types]
+def scene_questions(scenes, types: tuple[str, ...] = QA_TYPES, explained: bool = False) -> list[Example]:
+    """The scenes' questions (plain text, no system prompt); `explained`: answered with their reasons
+    where the generator gives them (`Question.explained`: position)."""
+    return [Example(i, None, q.question, (explained and q.explained) or q.answer, q.type)
+            for i, s in enumerate(scenes) for q in s.questions if q.type in types]
+
+
+RELATION_TYPES = ("position", "comparison", "count")
+
+
+def relation_examples(captions: list[Example], questions: list[Example], types: tuple[str, ...], *,
+                      share: float = 0.3, seed: int = 0) -> list[Example]:
+    """Stage 4: the relation questions — position three times over, comparison and count once —
+    with `share` of the whole from the other types (stage 2's mix) so they are not forgotten.
+    `questions` should carry the explained answers (`scene_questions(..., explained=True)`)."""
+    mixed = stage_examples(captions, questions, "mixed", types)
+    focus = [e for e in mixed if e.type == "position"] * 3 + [e for e in mixed if e.type in RELATION_TYPES[1:]]
+    other = [e for e in mixed if e.type not in RELATION_TYPES]
+    rng = random.Random(seed)
+    items = focus + rng.sample(other, min(int(len(focus) * share / (1 - share)), len(other)))
+    rng.shuffle(items)
+    return items
 
 
 def examples(scenes, kind: str, types: tuple[str, ...] = QA_TYPES) -> list[Example]:
@@ -477,13 +504,14 @@ def _count_accuracy(logits: torch.Tensor, units: list[tuple[int, int]], targets:
 
 @torch.no_grad()
 def evaluate_qa(model, processor, items: list[Example], pixels, *, limit: int | None = None, batch_size: int = 16,
-                score=None, shared: bool = True) -> dict:
+                score=None, shared: bool = True, new_tokens: int | None = None) -> dict:
     """Greedy answers to held-out questions (`items`, each asked with its own system prompt);
     accuracy per type, and POPE's yes-ratio / precision / recall / F1 for each yes/no type
     (under "pope"). `score(reply, answer, type)`: the scene scorer by default. `shared`: the
     questions about one image (with one system prompt) are answered together, the image and the
     prompt before the question read once for all of them (`answer_together`); False: each
-    question whole, `batch_size` at a time."""
+    question whole, `batch_size` at a time. `new_tokens`: the reply's length limit (default: the
+    longest reference answer's tokens + 2, at least 4)."""
     from ..scenes.scoring import is_correct
 
     score = score or is_correct
@@ -493,7 +521,7 @@ def evaluate_qa(model, processor, items: list[Example], pixels, *, limit: int | 
     items = items[:limit]
     device = next(model.parameters()).device
     longest = max((len(tok(e.answer, add_special_tokens=False)["input_ids"]) for e in items), default=1)
-    new_tokens = max(4, longest + 2)
+    new_tokens = new_tokens or max(4, longest + 2)
     if shared:
         groups: dict[tuple[int, str | None], list[Example]] = {}
         for e in items:
@@ -600,6 +628,8 @@ class AdapterData:
     grounding: Any = None  # SceneTensors for the grounded MLP start (the scene world, own encoder)
     calibration_pixels: torch.Tensor | None = None
     summary: dict = field(default_factory=dict)
+    #: the questions with the answers stage 4 trains (position with its reasons); None: no stage 4
+    explained: list[Example] | None = None
 
 
 def scene_data(recipe: AdapterRecipe, tower: Tower, grounded: bool) -> AdapterData:
@@ -617,7 +647,8 @@ def scene_data(recipe: AdapterRecipe, tower: Tower, grounded: bool) -> AdapterDa
                        eval_examples(held_out.scenes, types), types, grounding=start if grounded else None,
                        calibration_pixels=start.pixels,
                        summary={"data": "scene world", "train_images": recipe.train_scenes,
-                                "eval_images": recipe.eval_scenes})
+                                "eval_images": recipe.eval_scenes},
+                       explained=scene_questions(train.scenes, types, explained=True))
 
 
 class Grounding(NamedTuple):
@@ -776,16 +807,24 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     torch.set_num_threads(max(1, torch.get_num_threads()))
     device = resolve_device(recipe.device)
     pin_recipe(out, asdict(recipe), resume)
-    tower = load_tower(encoder_dir, recipe.vision_encoder)
-    model, processor = build_llava(tower, recipe)
+    init = Path(recipe.init) if recipe.init else None
+    if init is not None:  # a trained model: its encoder, projector and LoRA; nothing to ground
+        encoder_dir = init
+        model, processor = load_small(init, recipe)
+        tower = load_tower(init, None)
+    else:
+        tower = load_tower(encoder_dir, recipe.vision_encoder)
+        model, processor = build_llava(tower, recipe)
     hidden = model.config.text_config.hidden_size
     units = len(SIZED) + (len(PLACES) + len(WORDS) if recipe.places_and_signs else 0)
     grounded = recipe.projector == "mlp" and tower.own and recipe.data is None and hidden >= units
     if recipe.data is not None:
         data = user_data(recipe, tower, on_data)
     else:
-        data = scene_data(recipe, tower, grounded)
-    if grounded:  # the probe needs the MLP's hidden layer and the scenes' truth; the others only calibrate
+        data = scene_data(recipe, tower, grounded and init is None)
+    if init is not None:
+        calibration = {"init": str(init)}
+    elif grounded:  # the probe needs the MLP's hidden layer and the scenes' truth; the others only calibrate
         calibration = ground_projector(model, processor.tokenizer, data.grounding,
                                        places_and_signs=recipe.places_and_signs)
     elif recipe.projector == "mlp" and data.grounding is not None and data.grounding.units <= hidden:
@@ -799,18 +838,29 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     projector_lr = recipe.lr if recipe.lr is not None else (3e-5 if grounded else 1e-3)
     turns = recipe.turns if recipe.turns is not None else (4 if recipe.data is not None else 1)
     stages = [("caption", recipe.caption_steps if data.captions else 0), ("qa", recipe.qa_steps),
-              ("focus", recipe.focus_steps)]
+              ("focus", recipe.focus_steps), ("relations", recipe.relations_steps if data.explained else 0)]
     timings, lora = {}, None
+    loras = small_loras(init) if init is not None else []  # folded in already, in this order
     bf16 = training_bf16(recipe.precision, device)
     fit = MicroBatches(model, processor, data.pixels, device, quiet=quiet, bf16=bf16)
     for stage, steps in stages:
         if steps <= 0:
             continue
+        if stage == "relations" and lora is not None:  # keep stages 2-3's LoRA, fold it in, start a fresh one
+            lora.save_pretrained(out / "lora")
+            loras.append(out / "lora")
+            model, lora = lora.merge_and_unload(), None
         if stage != "caption" and recipe.lora_rank > 0 and lora is None:
+            if stage == "relations":  # the same fresh LoRA on a resume
+                torch.manual_seed(recipe.seed + len(loras))
             lora = add_lora(model, recipe.lora_rank, recipe.lora_modules)
+            lora_name = "lora" if stage != "relations" else "lora-relations"
         trainable = TrainableState(model)
-        items = stage_examples(data.captions, data.questions, {"qa": "mixed", "focus": "balanced"}.get(stage, stage),
-                               data.types, turns=turns if stage == "qa" else 1)
+        if stage == "relations":
+            items = relation_examples(data.captions, data.explained, data.types, seed=recipe.seed)
+        else:
+            items = stage_examples(data.captions, data.questions, {"qa": "mixed", "focus": "balanced"}.get(stage, stage),
+                                   data.types, turns=turns if stage == "qa" else 1)
         if not items:
             continue
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -833,10 +883,14 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
                  checkpoint_every=recipe.checkpoint_every)
         timings[f"{stage}_seconds"] = logged_seconds(out / stage / "log.jsonl")
     if lora is not None:  # keep the LoRA weights apart (small export), then fold them into the LLM
-        lora.save_pretrained(out / "lora")
+        lora.save_pretrained(out / lora_name)
+        loras.append(out / lora_name)
         model = lora.merge_and_unload()
     t0 = time.perf_counter()
-    metrics = evaluate_qa(model, processor, data.eval_items, data.eval_pixels, score=data.score)
+    said = [e.answer for e in data.explained or []] if recipe.relations_steps > 0 else []
+    longest = max((len(processor.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in said), default=0)
+    metrics = evaluate_qa(model, processor, data.eval_items, data.eval_pixels, score=data.score,
+                          new_tokens=longest + 2 if said else None)
     metrics.update(timings, calibration=calibration, eval_seconds=round(time.perf_counter() - t0, 1),
                    device=str(device), precision="bf16" if bf16 else "fp32", data=data.summary,
                    recipe=asdict(recipe))
@@ -844,7 +898,7 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     processor.save_pretrained(out / "model")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if tower.own and recipe.unfreeze_vision_layers == 0:
-        export_small(model, encoder_dir, recipe, metrics, out / "small", lora_dir=out / "lora" if lora else None)
+        export_small(model, encoder_dir, recipe, metrics, out / "small", loras=loras)
     return metrics
 
 
@@ -866,11 +920,52 @@ def add_lora(model, rank: int, modules: str = "all"):
     return wrapped
 
 
+def small_loras(folder: Path) -> list[Path]:
+    """A small export's LoRA folders in the order they were trained (and are folded in): `lora`,
+    then `lora-1`, `lora-2` ... (a stage 4, or a run started from this model with `init`)."""
+    def order(path: Path) -> int:
+        number = path.name.removeprefix("lora").removeprefix("-")
+        return int(number) if number.isdigit() else 0 if path.name == "lora" else -1
+
+    found = [p for p in Path(folder).glob("lora*") if (p / "adapter_config.json").is_file() and order(p) >= 0]
+    return sorted(found, key=order)
+
+
+def load_small(folder: Path, recipe: AdapterRecipe | None = None):
+    """(model, processor): a small export assembled into the LLaVA model it was trained as — its
+    encoder and projector, the LLM (from the zoo or a path) with every LoRA folded in, in order.
+    `recipe`: a run starting from it, which must not ask for another projector or LLM."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / "projector.safetensors").is_file() or not (folder / "recipe.json").is_file():
+        raise InputError(f"{folder} is not a trained adapter's small export (projector.safetensors, recipe.json)")
+    saved = AdapterRecipe(**json.loads((folder / "recipe.json").read_text())["adapter"])
+    if recipe is not None:
+        for name in ("projector", "num_queries", "llm"):
+            if getattr(recipe, name) != getattr(saved, name):
+                raise InputError(f"{folder} was trained with {name} {getattr(saved, name)}; "
+                                 f"this run asks for {getattr(recipe, name)}")
+    model, processor = build_llava(folder, saved)
+    model.model.multi_modal_projector.load_state_dict(load_file(folder / "projector.safetensors"))
+    for lora in small_loras(folder):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, lora).merge_and_unload()
+    for p in model.parameters():
+        p.requires_grad = False
+    for p in model.model.multi_modal_projector.parameters():
+        p.requires_grad = True
+    return model, processor
+
+
 def export_small(model, encoder_dir: Path, recipe: AdapterRecipe, metrics: dict, dest: Path,
-                 lora_dir: Path | None = None) -> None:
+                 loras: list[Path] = ()) -> None:
     """What this training produced and nothing else (a few MB): the encoder, the projector, the
-    LoRA weights if any, the recipes and metrics. `plugins/scene_vlm` ships such a folder; the zoo
-    re-assembles the model from it."""
+    LoRA weights if any (`loras`, in the order they were folded in: `lora`, `lora-1` ...), the
+    recipes and metrics. `plugins/scene_vlm` ships such a folder; the zoo re-assembles the model
+    from it (`load_small`). `encoder_dir`: a `train encoder` folder, or the small export a run
+    started from."""
     import shutil
 
     from safetensors.torch import save_file
@@ -879,14 +974,22 @@ def export_small(model, encoder_dir: Path, recipe: AdapterRecipe, metrics: dict,
     if (dest / "vision").exists():
         shutil.rmtree(dest / "vision")
     shutil.copytree(encoder_dir / "vision", dest / "vision")
-    if lora_dir is not None:
-        shutil.rmtree(dest / "lora", ignore_errors=True)
-        (dest / "lora").mkdir()
+    for old in dest.glob("lora*"):
+        shutil.rmtree(old)
+    for i, lora in enumerate(loras):
+        (dest / (f"lora-{i}" if i else "lora")).mkdir()
         for name in ("adapter_config.json", "adapter_model.safetensors"):  # not peft's model-card stub
-            shutil.copy2(lora_dir / name, dest / "lora" / name)
+            shutil.copy2(lora / name, dest / (f"lora-{i}" if i else "lora") / name)
     state = {k: v.contiguous() for k, v in model.model.multi_modal_projector.state_dict().items()}
     save_file(state, dest / "projector.safetensors")
-    encoder_metrics = json.loads((encoder_dir / "metrics.json").read_text()) if (encoder_dir / "metrics.json").is_file() else {}
+    read = lambda name: json.loads((encoder_dir / name).read_text()) if (encoder_dir / name).is_file() else {}  # noqa: E731
+    encoder_metrics, recipes, earlier = read("metrics.json"), {}, {}
+    if "adapter" in encoder_metrics:  # a run that started from a small export: keep its history
+        recipes, earlier = read("recipe.json"), encoder_metrics
+        encoder_metrics = dict(earlier["encoder"], recipe=recipes.get("encoder"))
+    # the runs before this one, oldest first (their recipes in recipe.json, their figures in metrics.json)
+    before = lambda saved: {"earlier": [*saved.get("earlier", []), saved.get("adapter")]} if earlier else {}  # noqa: E731
     (dest / "recipe.json").write_text(json.dumps({"encoder": encoder_metrics.pop("recipe", None),
-                                                  "adapter": asdict(recipe)}, indent=2))
-    (dest / "metrics.json").write_text(json.dumps({"encoder": encoder_metrics, "adapter": metrics}, indent=2))
+                                                  "adapter": asdict(recipe)} | before(recipes), indent=2))
+    (dest / "metrics.json").write_text(json.dumps({"encoder": encoder_metrics, "adapter": metrics} | before(earlier),
+                                                  indent=2))

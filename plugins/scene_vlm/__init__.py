@@ -34,19 +34,12 @@ def available() -> bool:
 
 
 def build(folder: Path, report) -> None:
-    """Assemble the LLaVA folder: shipped encoder + projector, SmolLM2 from the zoo."""
-    from safetensors.torch import load_file
+    """Assemble the LLaVA folder: shipped encoder + projector, SmolLM2 from the zoo, the trained
+    LoRA folded in (stages 2-3's, then stage 4's)."""
+    from mmagent.train.adapter import load_small
 
-    from mmagent.train.adapter import AdapterRecipe, build_llava
-
-    recipe = json.loads((WEIGHTS / "recipe.json").read_text())["adapter"]
     report.step("assembling encoder, projector and SmolLM2", 0.2)
-    model, processor = build_llava(WEIGHTS, AdapterRecipe(**recipe))
-    model.model.multi_modal_projector.load_state_dict(load_file(WEIGHTS / "projector.safetensors"))
-    if (WEIGHTS / "lora").is_dir():  # stage 2 trained LoRA too: fold it into the LLM
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, WEIGHTS / "lora").merge_and_unload()
+    model, processor = load_small(WEIGHTS)
     report.step("saving", 0.7)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
