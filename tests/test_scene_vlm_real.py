@@ -43,18 +43,35 @@ def scene_images(tmp_path_factory) -> list[tuple[Path, object]]:
 
 
 def test_adapter_pipeline_answers_held_out_questions(scene_home, scene_images, monkeypatch):
+    import re
+
     monkeypatch.setenv("MMAGENT_HOME", str(scene_home))
     right: dict[str, list[bool]] = {}
+    position_replies = []
     for path, scene in scene_images:
         for q in scene.questions:
-            if q.type in ("existence", "colour", "shape", "count", "read"):
-                reply = run(q.question, images=[path], pipeline="adapter").answer
-                right.setdefault(q.type, []).append(is_correct(reply, q.answer, q.type))
+            reply = run(q.question, images=[path], pipeline="adapter").answer
+            right.setdefault(q.type, []).append(is_correct(reply, q.answer, q.type))
+            if q.type == "position":
+                position_replies.append((q.question, reply))
     accuracy = {t: sum(v) / len(v) for t, v in right.items()}
     # Greedy decoding on fixed scenes: these figures are exact, not samples (docs/scene-vlm.md
-    # has the 300-scene evaluation behind the targets).
-    assert min(accuracy["existence"], accuracy["colour"], accuracy["shape"], accuracy["read"]) >= 0.85, accuracy
-    assert accuracy["count"] >= 0.75, accuracy
+    # has the 200-scene evaluation behind the targets).
+    assert min(accuracy[t] for t in ("existence", "colour", "shape", "read", "count", "comparison")) >= 0.85, accuracy
+    # Position is answered with its reasons: each object's column (or row), then yes or no, which
+    # follows from the two places as stated. (Whether the places are right is the open part:
+    # position is near chance, docs/scene-vlm.md.)
+    place = {"on the left": 0, "in the centre": 1, "on the right": 2, "at the top": 0, "in the middle": 1,
+             "at the bottom": 2}
+    follows = []
+    for question, reply in position_replies:
+        said = re.fullmatch(r"The .+? is (.+?) and the .+? is (.+?), so (yes|no)\.", reply.strip())
+        assert said and said[1] in place and said[2] in place, reply
+        before = re.search(r"to the left of|above", question) is not None
+        a, b = place[said[1]], place[said[2]]
+        if a != b:
+            follows.append(said[3] == ("yes" if (a < b) == before else "no"))
+    assert len(position_replies) >= 15 and sum(follows) >= 0.8 * len(follows), position_replies
 
 
 def test_scene_captioner_writes_a_short_generic_caption(scene_home, scene_images, monkeypatch):
