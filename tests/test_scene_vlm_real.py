@@ -61,11 +61,10 @@ def test_adapter_pipeline_answers_held_out_questions(scene_home, scene_images, m
     # Position is answered with its reasons: each object's column (or row), then yes or no, which
     # follows from the two places as stated. (Whether the places are right is the open part:
     # position is near chance, docs/scene-vlm.md.)
-    place = {"on the left": 0, "in the centre": 1, "on the right": 2, "at the top": 0, "in the middle": 1,
-             "at the bottom": 2}
+    place = {"left": 0, "centre": 1, "right": 2, "top": 0, "middle": 1, "bottom": 2}
     follows = []
     for question, reply in position_replies:
-        said = re.fullmatch(r"The .+? is (.+?) and the .+? is (.+?), so (yes|no)\.", reply.strip())
+        said = re.fullmatch(r"The .+? is at the (\w+) and the .+? is at the (\w+), so (yes|no)\.", reply.strip())
         assert said and said[1] in place and said[2] in place, reply
         before = re.search(r"to the left of|above", question) is not None
         a, b = place[said[1]], place[said[2]]

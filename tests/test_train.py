@@ -76,7 +76,6 @@ def test_position_answers_say_where_each_object_is_before_the_answer():
     import re
 
     from mmagent.scenes import generate_scene
-    from mmagent.scenes.language import COLUMN_SAID, ROW_SAID
     from mmagent.scenes.scoring import is_correct
 
     seen = 0
@@ -91,9 +90,9 @@ def test_position_answers_say_where_each_object_is_before_the_answer():
             seen += 1
             a, relation, b = re.match(r"Is (the .+?) (to the left of|to the right of|above|below) (the .+)\?$",
                                       q.question).groups()
-            said = ((lambda o: COLUMN_SAID[o.column(scene.size)]) if relation.startswith("to the")
-                    else (lambda o: ROW_SAID[o.row(scene.size)]))
-            assert q.explained == f"{a.capitalize()} is {said(by_name[a])} and {b} is {said(by_name[b])}, so {q.answer}."
+            said = ((lambda o: o.column(scene.size)) if relation.startswith("to the") else (lambda o: o.row(scene.size)))
+            assert q.explained == (f"{a.capitalize()} is at the {said(by_name[a])} and {b} is at the {said(by_name[b])}, "
+                                   f"so {q.answer}.")
             assert is_correct(q.explained, q.answer, "position")
             assert not is_correct(q.explained, "no" if q.answer == "yes" else "yes", "position")
     assert seen >= 30

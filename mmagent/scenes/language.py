@@ -22,20 +22,15 @@ def where(obj: SceneObject, image_size: int) -> str:
     return f"at the {row} {column}"
 
 
-#: where an object is along one axis, in the words the description (and the encoder) use
-ROW_SAID = {"top": "at the top", "middle": "in the middle", "bottom": "at the bottom"}
-COLUMN_SAID = {"left": "on the left", "centre": "in the centre", "right": "on the right"}
-
-
 def explain_position(a: SceneObject, name_a: str, b: SceneObject, name_b: str, horizontal: bool, answer: str,
                      image_size: int) -> str:
-    """A position answer with its reasons: each object's column (or row) in words, then the answer —
-    "The green triangle is on the left and the red circle is in the centre, so yes." A small LLM
-    reads each object's place from the image in one step, as it reads a colour, but does not compare
-    two places in one; said first, the comparison is one of two words in the text."""
-    said = ((lambda o: COLUMN_SAID[o.column(image_size)]) if horizontal
-            else (lambda o: ROW_SAID[o.row(image_size)]))
-    return f"{name_a[0].upper()}{name_a[1:]} is {said(a)} and {name_b} is {said(b)}, so {answer}."
+    """A position answer with its reasons: each object's column (or row) in the description's
+    words, then the answer — "The green triangle is at the left and the red circle is at the
+    centre, so yes." A small LLM reads an object's place off its image token in one step, as it
+    reads a colour, but does not compare two places in one; said first, the comparison is one of
+    two words in the text. The place word follows a fixed "at the", so saying it is copying it."""
+    said = (lambda o: o.column(image_size)) if horizontal else (lambda o: o.row(image_size))
+    return f"{name_a[0].upper()}{name_a[1:]} is at the {said(a)} and {name_b} is at the {said(b)}, so {answer}."
 
 
 def phrase(obj: SceneObject, image_size: int) -> str:
