@@ -191,7 +191,7 @@ def test_cli_errors_are_one_line(tmp_path):
     cases = [
         (["train", "adapter", "--out", str(tmp_path / "a")], "give --encoder"),
         (["train", "adapter", "--encoder", str(tmp_path), "--vision-encoder", "x", "--out", str(tmp_path / "b")],
-         "not both"),
+         "only one of --encoder, --vision-encoder and --init"),
         (["train", "adapter", "--vision-encoder", str(tmp_path / "none"), "--device", "cuda:7",
           "--out", str(tmp_path / "c")], "--device"),
     ]

@@ -131,7 +131,7 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
       mmagent train adapter --data my.jsonl --vision-encoder openai/clip-vit-base-patch32 --out ad/
     """
     if sum(x is not None for x in (encoder_dir, vision_encoder, init)) > 1:
-        raise InputError("give one of --encoder, --vision-encoder and --init")
+        raise InputError("give only one of --encoder, --vision-encoder and --init")
     if init is not None and not (init / "projector.safetensors").is_file():
         raise InputError(f"{init} is not a trained adapter's small export (expected {init}/projector.safetensors)")
     if relations_steps and data is not None:
