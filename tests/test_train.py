@@ -273,6 +273,17 @@ def test_a_run_can_start_from_a_trained_model(tiny_encoder, tiny_llama, scene_im
     processor.save_pretrained(tmp_path / "rebuilt")
     rebuilt = get_backend("vlm", "transformers", model=str(tmp_path / "rebuilt"), device="cpu")
     assert rebuilt.chat(ask, max_tokens=12).text == saved.chat(ask, max_tokens=12).text
+    # A run without stage 4 still gives the replies room for position with its reasons: a model it
+    # starts from may have been trained to answer that way.
+    import mmagent.train.adapter as adapter_module
+
+    limits = []
+    real = adapter_module.evaluate_qa
+    monkeypatch.setattr(adapter_module, "evaluate_qa",
+                        lambda *a, **k: limits.append(k["new_tokens"]) or real(*a, **k))
+    train_adapter(None, tmp_path / "d", AdapterRecipe(caption_steps=0, qa_steps=1, focus_steps=0, relations_steps=0,
+                                                      init=str(small), **base), quiet=True)
+    assert limits and limits[0] > 12  # "The red circle is at the left and the blue square is at the right, so no."
     with pytest.raises(InputError, match="was trained with projector mlp; this run asks for linear"):
         train_adapter(None, tmp_path / "c", AdapterRecipe(projector="linear", init=str(first), caption_steps=0,
                                                           qa_steps=0, focus_steps=0, relations_steps=1,

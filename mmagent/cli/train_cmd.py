@@ -165,7 +165,8 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
                            lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps,
                            focus_steps=focus_steps, relations_steps=relations_steps,
-                           init=str(init.absolute()) if init else None, turns=turns, places_and_signs=places_and_signs and data is None,
+                           init=str(init.absolute()) if init else None, turns=turns,
+                           places_and_signs=places_and_signs and data is None,
                            train_scenes=train_scenes, batch_size=batch_size,
                            vision_encoder=vision_encoder, unfreeze_vision_layers=unfreeze_vision_layers,
                            data=data, val=val, val_fraction=val_fraction, device=device, precision=precision, llm=llm)

@@ -33,7 +33,7 @@ class Question:
     question: str
     answer: str  # one lowercase word or digits
     #: the answer with its reasons, as the scene VLM is trained to give it ("The green triangle is
-    #: on the left and the red circle is on the right, so yes."); "" when the answer is the reason
+    #: at the left and the red circle is at the right, so yes."); "" when the answer is the reason
     explained: str = ""
 
 

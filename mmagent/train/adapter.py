@@ -859,8 +859,8 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
         if stage == "relations":
             items = relation_examples(data.captions, data.explained, data.types, seed=recipe.seed)
         else:
-            items = stage_examples(data.captions, data.questions, {"qa": "mixed", "focus": "balanced"}.get(stage, stage),
-                                   data.types, turns=turns if stage == "qa" else 1)
+            kind = {"qa": "mixed", "focus": "balanced"}.get(stage, stage)
+            items = stage_examples(data.captions, data.questions, kind, data.types, turns=turns if stage == "qa" else 1)
         if not items:
             continue
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -887,10 +887,11 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
         loras.append(out / lora_name)
         model = lora.merge_and_unload()
     t0 = time.perf_counter()
-    said = [e.answer for e in data.explained or []] if recipe.relations_steps > 0 else []
-    longest = max((len(processor.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in said), default=0)
+    # room for the longest answer a scene model is trained to give (position with its reasons, from
+    # this run's stage 4 or an --init model's); generation stops at the end token all the same
+    said = [len(processor.tokenizer(e.answer, add_special_tokens=False)["input_ids"]) for e in data.explained or []]
     metrics = evaluate_qa(model, processor, data.eval_items, data.eval_pixels, score=data.score,
-                          new_tokens=longest + 2 if said else None)
+                          new_tokens=max(said) + 2 if said else None)
     metrics.update(timings, calibration=calibration, eval_seconds=round(time.perf_counter() - t0, 1),
                    device=str(device), precision="bf16" if bf16 else "fp32", data=data.summary,
                    recipe=asdict(recipe))
@@ -977,19 +978,23 @@ def export_small(model, encoder_dir: Path, recipe: AdapterRecipe, metrics: dict,
     for old in dest.glob("lora*"):
         shutil.rmtree(old)
     for i, lora in enumerate(loras):
-        (dest / (f"lora-{i}" if i else "lora")).mkdir()
+        (into := dest / (f"lora-{i}" if i else "lora")).mkdir()
         for name in ("adapter_config.json", "adapter_model.safetensors"):  # not peft's model-card stub
-            shutil.copy2(lora / name, dest / (f"lora-{i}" if i else "lora") / name)
+            shutil.copy2(lora / name, into / name)
     state = {k: v.contiguous() for k, v in model.model.multi_modal_projector.state_dict().items()}
     save_file(state, dest / "projector.safetensors")
-    read = lambda name: json.loads((encoder_dir / name).read_text()) if (encoder_dir / name).is_file() else {}  # noqa: E731
-    encoder_metrics, recipes, earlier = read("metrics.json"), {}, {}
-    if "adapter" in encoder_metrics:  # a run that started from a small export: keep its history
-        recipes, earlier = read("recipe.json"), encoder_metrics
-        encoder_metrics = dict(earlier["encoder"], recipe=recipes.get("encoder"))
-    # the runs before this one, oldest first (their recipes in recipe.json, their figures in metrics.json)
-    before = lambda saved: {"earlier": [*saved.get("earlier", []), saved.get("adapter")]} if earlier else {}  # noqa: E731
-    (dest / "recipe.json").write_text(json.dumps({"encoder": encoder_metrics.pop("recipe", None),
-                                                  "adapter": asdict(recipe)} | before(recipes), indent=2))
-    (dest / "metrics.json").write_text(json.dumps({"encoder": encoder_metrics, "adapter": metrics} | before(earlier),
-                                                  indent=2))
+    def read(name: str) -> dict:
+        return json.loads((encoder_dir / name).read_text()) if (encoder_dir / name).is_file() else {}
+
+    found = read("metrics.json")
+    if "adapter" in found:  # started from a small export: its encoder, and the runs before this one (oldest first)
+        earlier = read("recipe.json")
+        recipes = {"encoder": earlier.get("encoder"), "adapter": asdict(recipe),
+                   "earlier": [*earlier.get("earlier", []), earlier.get("adapter")]}
+        figures = {"encoder": found["encoder"], "adapter": metrics,
+                   "earlier": [*found.get("earlier", []), found.get("adapter")]}
+    else:  # a `train encoder` folder: its metrics hold its recipe
+        recipes = {"encoder": found.pop("recipe", None), "adapter": asdict(recipe)}
+        figures = {"encoder": found, "adapter": metrics}
+    (dest / "recipe.json").write_text(json.dumps(recipes, indent=2))
+    (dest / "metrics.json").write_text(json.dumps(figures, indent=2))
