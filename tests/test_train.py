@@ -117,6 +117,31 @@ def test_stage_four_is_the_relation_types_with_position_explained():
     assert items == relation_examples(scene_captions(scenes), scene_questions(scenes, explained=True), QA_TYPES)
 
 
+def test_stage_four_with_a_position_share_teaches_the_place_read_first():
+    """`position_share`: every position question once (with its reasons), the rest drawn from every
+    other type — comparison and count included — so that position is that share of the whole."""
+    from collections import Counter
+
+    from mmagent.errors import InputError
+    from mmagent.scenes import generate_scene
+    from mmagent.train.adapter import QA_TYPES, relation_examples, scene_captions, scene_questions
+
+    scenes = [generate_scene("relations", i) for i in range(200)]
+    captions, explained = scene_captions(scenes), scene_questions(scenes, explained=True)
+    items = relation_examples(captions, explained, QA_TYPES, position_share=0.8)
+    n = Counter(e.type for e in items)
+    assert n["position"] == Counter(q.type for q in explained)["position"]
+    assert 0.78 < n["position"] / len(items) <= 0.81
+    assert {"comparison", "count", "existence"} <= set(n)  # the trained types are kept up, not left out
+    assert all(e.answer.endswith((", so yes.", ", so no.")) for e in items if e.type == "position")
+    only = relation_examples(captions, explained, QA_TYPES, position_share=1.0)
+    assert {e.type for e in only} == {"position"}
+    assert items == relation_examples(captions, explained, QA_TYPES, position_share=0.8)
+    for bad in (0.0, 1.5):
+        with pytest.raises(InputError, match="a fraction in"):
+            relation_examples(captions, explained, QA_TYPES, position_share=bad)
+
+
 def test_lora_modules_must_be_known():
     from mmagent.errors import InputError
     from mmagent.train.adapter import add_lora
@@ -303,7 +328,8 @@ def test_cli_adapter_without_a_trained_encoder_is_one_line(tmp_path):
     assert len(lines) == 1 and "holds no trained encoder" in lines[0], out.stderr
     assert not (tmp_path / "o").exists()
     for args, says in ((["--init", str(tmp_path / "empty")], "is not a trained adapter's small export"),
-                       (["--data", str(tmp_path / "d.jsonl"), "--relations-steps", "5"], "--relations-steps is the scene")):
+                       (["--data", str(tmp_path / "d.jsonl"), "--relations-steps", "5"], "--relations-steps is the scene"),
+                       (["--data", str(tmp_path / "d.jsonl"), "--position-share", "0.8"], "--position-share is the scene")):
         out = subprocess.run([mm, "train", "adapter", "--out", str(tmp_path / "o"), *args], capture_output=True,
                              text=True, timeout=120)
         assert out.returncode != 0 and out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr
@@ -311,6 +337,9 @@ def test_cli_adapter_without_a_trained_encoder_is_one_line(tmp_path):
     bad = subprocess.run([mm, "train", "adapter", "--encoder", str(tmp_path / "empty"), "--out", str(tmp_path / "o"),
                           "--projector", "transformer"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "transformer" in bad.stderr
+    bad = subprocess.run([mm, "train", "adapter", "--encoder", str(tmp_path / "empty"), "--out", str(tmp_path / "o"),
+                          "--position-share", "0"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--position-share" in bad.stderr
 
 
 def test_query_adapters_need_a_square_number_of_queries(tiny_encoder, tiny_llama):

@@ -95,6 +95,10 @@ def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, se
 @click.option("--relations-steps", type=click.IntRange(0),
               help="Stage 4 (scenes): position (said with its reasons), comparison and count questions on a fresh "
                    "LoRA.  [default: 400; 0 with --data]")
+@click.option("--position-share", type=click.FloatRange(0, 1, min_open=True), metavar="F",
+              help="Stage 4 with position questions as this share of its examples, the rest from every other "
+                   "type (the shipped model's last run: 0.8 from its stage-4 model).  [default: position x3, "
+                   "comparison and count x1, 30 % others]")
 @click.option("--init", "init", type=click.Path(file_okay=False, exists=True, path_type=Path), metavar="SMALL",
               help="Start from a trained model (an OUT/small folder, e.g. plugins/scene_vlm/weights): its encoder, "
                    "projector and LoRA; set the steps of the stages to run.")
@@ -118,7 +122,7 @@ def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, se
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoints in --out.")
 def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_vision_layers: int, out: Path,
             projector: str, num_queries: int, lora_rank: int, lora_modules: str, caption_steps: int, qa_steps: int | None,
-            focus_steps: int | None, relations_steps: int | None, init: Path | None, turns: int | None,
+            focus_steps: int | None, relations_steps: int | None, position_share: float | None, init: Path | None, turns: int | None,
             train_scenes: int, batch_size: int, seed: int,
             places_and_signs: bool, data: str | None, val: str | None, val_fraction: float, encoder_steps: int, llm: str,
             device: str, precision: str, resume: bool) -> None:
@@ -134,8 +138,9 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
         raise InputError("give only one of --encoder, --vision-encoder and --init")
     if init is not None and not (init / "projector.safetensors").is_file():
         raise InputError(f"{init} is not a trained adapter's small export (expected {init}/projector.safetensors)")
-    if relations_steps and data is not None:
-        raise InputError("--relations-steps is the scene world's stage 4 (position said with its reasons); "
+    if (relations_steps or position_share is not None) and data is not None:
+        flag = "--relations-steps" if relations_steps else "--position-share"
+        raise InputError(f"{flag} is the scene world's stage 4 (position said with its reasons); "
                          "with --data leave it out")
     if encoder_dir is not None and not (encoder_dir / "vision" / "config.json").is_file():
         raise InputError(f"{encoder_dir} holds no trained encoder (expected {encoder_dir}/vision/config.json)")
@@ -165,7 +170,7 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
     recipe = AdapterRecipe(seed=seed, projector=projector, num_queries=num_queries, lora_rank=lora_rank,
                            lora_modules=lora_modules, caption_steps=caption_steps, qa_steps=qa_steps,
                            focus_steps=focus_steps, relations_steps=relations_steps,
-                           init=str(init.absolute()) if init else None, turns=turns,
+                           position_share=position_share, init=str(init.absolute()) if init else None, turns=turns,
                            places_and_signs=places_and_signs and data is None,
                            train_scenes=train_scenes, batch_size=batch_size,
                            vision_encoder=vision_encoder, unfreeze_vision_layers=unfreeze_vision_layers,

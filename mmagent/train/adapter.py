@@ -65,6 +65,9 @@ class AdapterRecipe:
     #: stage 4 (scenes): position (said with its reasons), comparison and count questions, on a
     #: fresh LoRA over the merged stages 2-3 (`relation_examples`)
     relations_steps: int = 400
+    #: stage 4's share of position questions; None: position three times over, comparison and count
+    #: once, 30 % others (`relation_examples`)
+    position_share: float | None = None
     #: start from a trained model (a `small` export: its encoder, projector and LoRA folded in)
     #: instead of a fresh projector; its stages' steps can then be 0
     init: str | None = None
@@ -229,14 +232,24 @@ RELATION_TYPES = ("position", "comparison", "count")
 
 
 def relation_examples(captions: list[Example], questions: list[Example], types: tuple[str, ...], *,
-                      share: float = 0.3, seed: int = 0) -> list[Example]:
+                      share: float = 0.3, seed: int = 0, position_share: float | None = None) -> list[Example]:
     """Stage 4: the relation questions — position three times over, comparison and count once —
     with `share` of the whole from the other types (stage 2's mix) so they are not forgotten.
+    `position_share` (0 < f <= 1): instead, every position question once and the rest drawn from
+    all the other types (comparison and count included) so that position is that share of the
+    whole — the mix that teaches the place read (a model whose counts are trained already).
     `questions` should carry the explained answers (`scene_questions(..., explained=True)`)."""
     mixed = stage_examples(captions, questions, "mixed", types)
-    focus = [e for e in mixed if e.type == "position"] * 3 + [e for e in mixed if e.type in RELATION_TYPES[1:]]
-    other = [e for e in mixed if e.type not in RELATION_TYPES]
     rng = random.Random(seed)
+    if position_share is not None:
+        if not 0 < position_share <= 1:
+            raise InputError(f"position share {position_share}: give a fraction in (0, 1]")
+        focus = [e for e in mixed if e.type == "position"]
+        other = [e for e in mixed if e.type != "position"]
+        share = 1 - position_share
+    else:
+        focus = [e for e in mixed if e.type == "position"] * 3 + [e for e in mixed if e.type in RELATION_TYPES[1:]]
+        other = [e for e in mixed if e.type not in RELATION_TYPES]
     items = focus + rng.sample(other, min(int(len(focus) * share / (1 - share)), len(other)))
     rng.shuffle(items)
     return items
@@ -857,7 +870,8 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
             lora_name = "lora" if stage != "relations" else "lora-relations"
         trainable = TrainableState(model)
         if stage == "relations":
-            items = relation_examples(data.captions, data.explained, data.types, seed=recipe.seed)
+            items = relation_examples(data.captions, data.explained, data.types, seed=recipe.seed,
+                                      position_share=recipe.position_share)
         else:
             kind = {"qa": "mixed", "focus": "balanced"}.get(stage, stage)
             items = stage_examples(data.captions, data.questions, kind, data.types, turns=turns if stage == "qa" else 1)
