@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +44,6 @@ def scene_images(tmp_path_factory) -> list[tuple[Path, object]]:
 
 
 def test_adapter_pipeline_answers_held_out_questions(scene_home, scene_images, monkeypatch):
-    import re
-
     monkeypatch.setenv("MMAGENT_HOME", str(scene_home))
     right: dict[str, list[bool]] = {}
     position_replies = []
@@ -53,24 +52,28 @@ def test_adapter_pipeline_answers_held_out_questions(scene_home, scene_images, m
             reply = run(q.question, images=[path], pipeline="adapter").answer
             right.setdefault(q.type, []).append(is_correct(reply, q.answer, q.type))
             if q.type == "position":
-                position_replies.append((q.question, reply))
+                position_replies.append((q, reply))
     accuracy = {t: sum(v) / len(v) for t, v in right.items()}
     # Greedy decoding on fixed scenes: these figures are exact, not samples (docs/scene-vlm.md
     # has the 200-scene evaluation behind the targets).
-    assert min(accuracy[t] for t in ("existence", "colour", "shape", "read", "count", "comparison")) >= 0.85, accuracy
+    assert min(accuracy.values()) >= 0.85, accuracy
     # Position is answered with its reasons: each object's column (or row), then yes or no, which
-    # follows from the two places as stated. (Whether the places are right is the open part:
-    # position is near chance, docs/scene-vlm.md.)
+    # follows from the two places as stated; and the places are the objects' true ones (the read
+    # the model learned last, docs/scene-vlm.md).
     place = {"left": 0, "centre": 1, "right": 2, "top": 0, "middle": 1, "bottom": 2}
-    follows = []
-    for question, reply in position_replies:
-        said = re.fullmatch(r"The .+? is at the (\w+) and the .+? is at the (\w+), so (yes|no)\.", reply.strip())
+    form = r"The .+? is at the (\w+) and the .+? is at the (\w+), so (yes|no)\."
+    follows, placed = [], []
+    for q, reply in position_replies:
+        said = re.fullmatch(form, reply.strip(), flags=re.IGNORECASE)
         assert said and said[1] in place and said[2] in place, reply
-        before = re.search(r"to the left of|above", question) is not None
+        truth = re.fullmatch(form, q.explained)
+        placed += [said[1] == truth[1], said[2] == truth[2]]
+        before = re.search(r"to the left of|above", q.question) is not None
         a, b = place[said[1]], place[said[2]]
         if a != b:
             follows.append(said[3] == ("yes" if (a < b) == before else "no"))
     assert len(position_replies) >= 15 and sum(follows) >= 0.8 * len(follows), position_replies
+    assert sum(placed) >= 0.85 * len(placed), position_replies
 
 
 def test_scene_captioner_writes_a_short_generic_caption(scene_home, scene_images, monkeypatch):
@@ -82,7 +85,8 @@ def test_scene_captioner_writes_a_short_generic_caption(scene_home, scene_images
         short = get_backend("caption", "scene").caption(load_media(path, expect="image"))
         # What a typical captioner writes: a sentence about shapes, none of the attributes asked about.
         assert "shape" in short.lower() and short.endswith("."), short
-        assert not any(c in short.lower() for c in ("red", "green", "blue", "yellow", "purple")), short
+        said = set(re.findall(r"[a-z]+", short.lower()))  # words: "scattered" names no colour
+        assert not said & {"red", "green", "blue", "yellow", "purple"}, short
 
 
 def test_cli_runs_the_adapter_pipeline_on_the_offline_default(scene_home, scene_images):
