@@ -142,6 +142,15 @@ def test_stage_four_with_a_position_share_teaches_the_place_read_first():
             relation_examples(captions, explained, QA_TYPES, position_share=bad)
 
 
+def test_a_bad_position_share_stops_a_run_before_it_starts(tmp_path):
+    from mmagent.errors import InputError
+    from mmagent.train.adapter import AdapterRecipe, train_adapter
+
+    with pytest.raises(InputError, match="a fraction in"):
+        train_adapter(None, tmp_path / "o", AdapterRecipe(position_share=1.5), quiet=True)
+    assert not (tmp_path / "o").exists()  # nothing written, stages 1-3 not run
+
+
 def test_lora_modules_must_be_known():
     from mmagent.errors import InputError
     from mmagent.train.adapter import add_lora

@@ -97,7 +97,7 @@ def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, se
                    "LoRA.  [default: 400; 0 with --data]")
 @click.option("--position-share", type=click.FloatRange(0, 1, min_open=True), metavar="F",
               help="Stage 4 with position questions as this share of its examples, the rest from every other "
-                   "type (the shipped model's last run: 0.8 from its stage-4 model).  [default: position x3, "
+                   "type (the shipped model: 0.8, then 0.5 — docs/scene-vlm.md).  [default: position x3, "
                    "comparison and count x1, 30 % others]")
 @click.option("--init", "init", type=click.Path(file_okay=False, exists=True, path_type=Path), metavar="SMALL",
               help="Start from a trained model (an OUT/small folder, e.g. plugins/scene_vlm/weights): its encoder, "

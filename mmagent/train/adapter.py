@@ -231,6 +231,11 @@ def scene_questions(scenes, types: tuple[str, ...] = QA_TYPES, explained: bool =
 RELATION_TYPES = ("position", "comparison", "count")
 
 
+def check_position_share(share: float | None) -> None:
+    if share is not None and not 0 < share <= 1:
+        raise InputError(f"position share {share}: give a fraction in (0, 1]")
+
+
 def relation_examples(captions: list[Example], questions: list[Example], types: tuple[str, ...], *,
                       share: float = 0.3, seed: int = 0, position_share: float | None = None) -> list[Example]:
     """Stage 4: the relation questions — position three times over, comparison and count once —
@@ -242,8 +247,7 @@ def relation_examples(captions: list[Example], questions: list[Example], types: 
     mixed = stage_examples(captions, questions, "mixed", types)
     rng = random.Random(seed)
     if position_share is not None:
-        if not 0 < position_share <= 1:
-            raise InputError(f"position share {position_share}: give a fraction in (0, 1]")
+        check_position_share(position_share)
         focus = [e for e in mixed if e.type == "position"]
         other = [e for e in mixed if e.type != "position"]
         share = 1 - position_share
@@ -816,6 +820,7 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     """Train the adapter (and LoRA) on the scene world or on `recipe.data`; evaluate on held-out
     images; save `out/model` (a LLaVA folder), `out/metrics.json` and, for mmagent's own encoder,
     the small export `out/small`. `on_data(TrainingData)`: called once the user's data is read."""
+    check_position_share(recipe.position_share)  # before hours of stages 1-3, not when stage 4 starts
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     device = resolve_device(recipe.device)
