@@ -3,6 +3,7 @@ data (`--data`), on the CPU or a GPU (`--device`)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -30,6 +31,12 @@ def data_options(command):
     command = click.option("--val", "val", metavar="D2", help="A held-out set of its own instead of --val-fraction.")(
         command)
     return click.option("--data", "data", metavar="D", help=_DATA_HELP)(command)
+
+
+def _result(metrics: dict) -> None:
+    """The run's metrics on stdout, once: in a data-parallel run (torchrun) rank 0 prints them."""
+    if os.environ.get("RANK", "0") == "0":
+        print_json(metrics)
 
 
 def _report(loaded) -> None:
@@ -64,11 +71,11 @@ def encoder(out: Path, steps: int | None, train_scenes: int, batch_size: int, se
     if data is None:
         recipe = EncoderRecipe(seed=seed, steps=steps or 6000, train_scenes=train_scenes, batch_size=batch_size,
                                places_and_signs=places_and_signs)
-        print_json(train_encoder(out, recipe, resume=resume))
+        _result(train_encoder(out, recipe, resume=resume))
         return
     recipe = EncoderRecipe.for_data(seed=seed, batch_size=batch_size, **({"steps": steps} if steps else {}))
-    print_json(train_encoder_on_data(out, recipe, data, val=val, val_fraction=val_fraction, resume=resume,
-                                     on_data=_report))
+    _result(train_encoder_on_data(out, recipe, data, val=val, val_fraction=val_fraction, resume=resume,
+                                  on_data=_report))
 
 
 @train.command()
@@ -160,7 +167,8 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
         metrics = train_encoder_on_data(encoder_dir, EncoderRecipe.for_data(seed=seed, steps=encoder_steps), data, val=val,
                                         val_fraction=val_fraction, on_data=_report,
                                         resume=resume and (encoder_dir / "checkpoint.pt").is_file())
-        click.echo(f"encoder: answer accuracy on held-out images {metrics.get('answer_accuracy')}", err=True)
+        if metrics:  # rank 0's (torchrun)
+            click.echo(f"encoder: answer accuracy on held-out images {metrics.get('answer_accuracy')}", err=True)
     if qa_steps is None:
         qa_steps = 300 if data is not None else 450
     if focus_steps is None:
@@ -176,7 +184,7 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
                            vision_encoder=vision_encoder, unfreeze_vision_layers=unfreeze_vision_layers,
                            data=data, val=val, val_fraction=val_fraction, device=device, precision=precision, llm=llm)
     # the data's summary once: after the encoder step when there was one
-    print_json(train_adapter(encoder_dir, out, recipe, resume=resume, on_data=None if whole else _report))
+    _result(train_adapter(encoder_dir, out, recipe, resume=resume, on_data=None if whole else _report))
 
 
 COMMANDS = [train]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ from ..errors import InputError
 from ..scenes.prompts import CAPTION_PROMPT, DESCRIBE_PROMPT, QA_SYSTEM
 from ..scenes.vocab import WORDS
 from .encoder import known_bce, pair_accuracy, pair_bce
-from .loop import TrainableState, batch_indices, logged_seconds, pin_recipe, run_loop, warmup_cosine
+from .loop import Ranks, TrainableState, batch_indices, logged_seconds, pin_recipe, run_loop, warmup_cosine
 from .scene_data import PLACES, SIZED, make_scenes
 from .vision import Tower, load_tower, preprocess, unfreeze_last
 
@@ -765,14 +766,19 @@ class MicroBatches:
     batch at once until CUDA runs out of memory, then halves, remembered for the rest of the run
     (batch size scaled to memory). The gradients are accumulated, each piece weighted by its share,
     so the step is the same computation whatever the pieces — only the padding, and therefore the
-    last bits, can differ. On the CPU the batch is never split."""
+    last bits, can differ. On the CPU the batch is never split. In a data-parallel run `batch` is
+    this rank's share of a step's `of` examples, weighted so that the ranks' gradients sum to the
+    step's."""
 
     def __init__(self, model, processor, pixels, device: torch.device, *, bf16: bool, quiet: bool = False):
         self.model, self.processor, self.pixels, self.device, self.quiet = model, processor, pixels, device, quiet
         self.bf16 = bf16  # the run's training precision (`training_bf16`): bf16 autocast or float32
         self.size: int | None = None  # the largest piece that fitted; None: the whole batch
 
-    def backward(self, batch: list[Example]) -> float:
+    def backward(self, batch: list[Example], of: int | None = None) -> float:
+        whole = of or len(batch)
+        if not batch:  # a rank with no share of a batch smaller than the ranks
+            return 0.0
         while True:
             size = min(self.size or len(batch), len(batch))
             try:
@@ -783,8 +789,8 @@ class MicroBatches:
                     with _autocast(self.device, self.bf16):
                         loss = answer_loss(self.model, self.pixels[[b.scene for b in piece]].to(self.device),
                                            ids.to(self.device), mask.to(self.device), labels.to(self.device), keep)
-                    if size < len(batch):
-                        loss = loss * (len(piece) / len(batch))
+                    if len(piece) < whole:
+                        loss = loss * (len(piece) / whole)
                     loss.backward()
                     total += loss.item()
                 return total
@@ -803,15 +809,24 @@ class MicroBatches:
                           file=sys.stderr)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, ranks: Ranks | None = None) -> torch.device:
+    """--device: auto is CUDA when there is one. In a data-parallel run (torchrun) each process
+    takes the GPU of its LOCAL_RANK."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise InputError(f"--device {name}: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {name}: this machine has no CUDA device")
+    world = ranks.world if ranks is not None else int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if device.type == "cuda" and world > 1:
+        if device.index is not None:
+            raise InputError(f"--device {name} with torchrun: each process takes the GPU of its LOCAL_RANK; "
+                             f"use --device auto or cuda")
+        local = ranks.local if ranks is not None else int(os.environ.get("LOCAL_RANK", "0") or 0)
+        device = torch.device("cuda", local % torch.cuda.device_count())
     return device
 
 
@@ -819,12 +834,17 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
                   quiet: bool = False, on_data=None) -> dict:
     """Train the adapter (and LoRA) on the scene world or on `recipe.data`; evaluate on held-out
     images; save `out/model` (a LLaVA folder), `out/metrics.json` and, for mmagent's own encoder,
-    the small export `out/small`. `on_data(TrainingData)`: called once the user's data is read."""
+    the small export `out/small`. `on_data(TrainingData)`: called once the user's data is read.
+    Under torchrun, every process trains its share of each batch (`Ranks`); rank 0 evaluates,
+    saves and returns the metrics, the others return {}."""
     check_position_share(recipe.position_share)  # before hours of stages 1-3, not when stage 4 starts
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    device = resolve_device(recipe.device)
-    pin_recipe(out, asdict(recipe), resume)
+    ranks = Ranks.join()  # one process, or one of torchrun's (docs/training.md#several-gpus)
+    device = resolve_device(recipe.device, ranks)
+    pin_recipe(out, asdict(recipe), resume, write=ranks.main)
+    if not ranks.main:
+        on_data = None
     init = Path(recipe.init) if recipe.init else None
     if init is not None:  # a trained model: its encoder, projector and LoRA; nothing to ground
         encoder_dir = init
@@ -865,7 +885,8 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
         if steps <= 0:
             continue
         if stage == "relations" and lora is not None:  # keep stages 2-3's LoRA, fold it in, start a fresh one
-            lora.save_pretrained(out / "lora")
+            if ranks.main:
+                lora.save_pretrained(out / "lora")
             loras.append(out / "lora")
             model, lora = lora.merge_and_unload(), None
         if stage != "caption" and recipe.lora_rank > 0 and lora is None:
@@ -874,6 +895,7 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
             lora = add_lora(model, recipe.lora_rank, recipe.lora_modules)
             lora_name = "lora" if stage != "relations" else "lora-relations"
         trainable = TrainableState(model)
+        ranks.same_start(trainable.params.values())
         if stage == "relations":
             items = relation_examples(data.captions, data.explained, data.types, seed=recipe.seed,
                                       position_share=recipe.position_share)
@@ -893,14 +915,17 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
         def step(i: int, items=items, optimizer=optimizer, stage=stage) -> dict:
             batch = [items[j] for j in batch_indices(i, len(items), recipe.batch_size, recipe.seed + len(stage))]
             optimizer.zero_grad()
-            loss = fit.backward(batch)
+            loss = fit.backward(ranks.share(batch), of=len(batch))
+            ranks.sum_grads(trainable.params.values())
             optimizer.step()
-            return {"loss": loss}
+            return {"loss": ranks.total(loss)}
 
         run_loop(out / stage, steps, step, modules={"trainable": trainable},
                  optimizer=optimizer, scheduler=scheduler, resume=resume, label=f"adapter {stage}", quiet=quiet,
-                 checkpoint_every=recipe.checkpoint_every)
+                 checkpoint_every=recipe.checkpoint_every, ranks=ranks)
         timings[f"{stage}_seconds"] = logged_seconds(out / stage / "log.jsonl")
+    if not ranks.main:  # the same weights as rank 0's, which evaluates and saves them
+        return {}
     if lora is not None:  # keep the LoRA weights apart (small export), then fold them into the LLM
         lora.save_pretrained(out / lora_name)
         loras.append(out / lora_name)
@@ -912,7 +937,7 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     metrics = evaluate_qa(model, processor, data.eval_items, data.eval_pixels, score=data.score,
                           new_tokens=max(said) + 2 if said else None)
     metrics.update(timings, calibration=calibration, eval_seconds=round(time.perf_counter() - t0, 1),
-                   device=str(device), precision="bf16" if bf16 else "fp32", data=data.summary,
+                   device=str(device), processes=ranks.world, precision="bf16" if bf16 else "fp32", data=data.summary,
                    recipe=asdict(recipe))
     model.to("cpu").save_pretrained(out / "model")
     processor.save_pretrained(out / "model")

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..scenes import COLOURS, KINDS
-from .loop import batch_indices, pin_recipe, run_loop, warmup_cosine
+from .loop import Ranks, batch_indices, pin_recipe, run_loop, warmup_cosine
 from .scene_data import COMBOS, GRID, IMAGE_SIZE, MAX_COUNT, PLACES, SIZED, SceneTensors, make_scenes
 from .user_data import MAX_COUNT as MAX_ANSWERED_COUNT
 
@@ -105,8 +105,12 @@ def _per_patch(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / logits[..., 0].numel()
 
 
-def losses(model: SceneEncoder, data: SceneTensors, text: torch.Tensor, idx: torch.Tensor, recipe) -> dict:
-    emb, presence, counts, total, cells, *extra = model(data.pixels[idx])
+def losses(model: SceneEncoder, data: SceneTensors, text: torch.Tensor, idx: torch.Tensor, recipe,
+           ranks: Ranks | None = None) -> dict:
+    """The step's losses on the batch `idx`; in a data-parallel run each rank encodes its share and
+    the outputs are gathered, so the contrastive loss sees the whole batch as its negatives."""
+    ranks = ranks or Ranks()
+    emb, presence, counts, total, cells, *extra = (ranks.gather(o) for o in model(data.pixels[ranks.share(idx)]))
     logits = model.logit_scale.exp().clamp(max=100) * emb @ text[idx].T
     target = torch.arange(len(idx))
     contrastive = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
@@ -161,7 +165,8 @@ def train_encoder(out: Path, recipe: EncoderRecipe, *, resume: bool = False, qui
 
     if recipe.patch_size * GRID != IMAGE_SIZE:
         raise InputError(f"patch_size must be {IMAGE_SIZE // GRID}: the per-patch targets use a {GRID}x{GRID} grid")
-    pin_recipe(out, asdict(recipe), resume)
+    ranks = Ranks.join()
+    pin_recipe(out, asdict(recipe), resume, write=ranks.main)
     torch.manual_seed(recipe.seed)
     embedder = get_backend("embed", "minilm", device="cpu")
     t0 = time.perf_counter()
@@ -171,26 +176,32 @@ def train_encoder(out: Path, recipe: EncoderRecipe, *, resume: bool = False, qui
     text_eval = F.normalize(torch.as_tensor(embedder.embed(held_out.descriptions)), dim=-1)
     data_seconds = time.perf_counter() - t0
     model = SceneEncoder(vision_config(recipe, text_train.shape[1]), recipe.places_and_signs)
+    ranks.same_start(model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = warmup_cosine(optimizer, recipe.steps, 0.05)
 
     def step(i: int) -> dict:
         parts = losses(model, train, text_train, batch_indices(i, len(train.pixels), recipe.batch_size, recipe.seed),
-                       recipe)
+                       recipe, ranks)
         optimizer.zero_grad()
-        parts["loss"].backward()
+        (parts["loss"] / ranks.world).backward()  # every rank: the whole batch's loss, its share's gradient
+        ranks.sum_grads(model.parameters())
         optimizer.step()
         return {k: v.item() for k, v in parts.items()}
 
     t1 = time.perf_counter()
     run_loop(out, recipe.steps, step, modules={"model": model}, optimizer=optimizer, scheduler=scheduler,
-             resume=resume, label="encoder", quiet=quiet)
+             resume=resume, label="encoder", quiet=quiet, ranks=ranks)
+    if not ranks.main:  # rank 0 evaluates and saves the (same) weights
+        ranks.wait()
+        return {}
     metrics = evaluate(model, held_out, text_eval, embedder.embed)
     metrics.update(train_seconds=round(time.perf_counter() - t1, 1), data_seconds=round(data_seconds, 1),
                    parameters=sum(p.numel() for p in model.vision.parameters()), recipe=asdict(recipe))
     model.vision.save_pretrained(out / "vision")
     torch.save({k: v for k, v in model.state_dict().items() if not k.startswith("vision.")}, out / "heads.pt")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    ranks.wait()  # the others go on (an adapter) once the encoder is on disk
     return metrics
 
 
@@ -315,7 +326,11 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
     from .scene_data import preprocess
     from .user_data import answer_counts, answer_pairs, answer_words, load_training_data
 
-    pin_recipe(out, asdict(recipe) | {"data": str(data_source), "val": val, "val_fraction": val_fraction}, resume)
+    ranks = Ranks.join()
+    pin_recipe(out, asdict(recipe) | {"data": str(data_source), "val": val, "val_fraction": val_fraction}, resume,
+               write=ranks.main)
+    if not ranks.main:
+        on_data = None
     torch.manual_seed(recipe.seed)
     t0 = time.perf_counter()
     data = load_training_data(data_source, val=val, val_fraction=val_fraction, seed=recipe.seed,
@@ -356,13 +371,16 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
     data_seconds = time.perf_counter() - t0
     model = QAEncoder(vision_config(recipe, vectors.shape[1]), vectors.shape[1], len(vocab), len(words),
                       len(counts.keys))
+    ranks.same_start(model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = warmup_cosine(optimizer, recipe.steps, 0.05)
 
     def step(i: int) -> dict:
         idx = batch_indices(i, len(train_img), recipe.batch_size, recipe.seed)
         moves = torch.Generator().manual_seed(recipe.seed * 1_000_003 + i)  # a function of the step: --resume exact
-        emb, logits, shown, counted = model(shifted(pixels[train_img[idx]], recipe.shift, moves), vectors[train_q[idx]])
+        batch = shifted(pixels[train_img[idx]], recipe.shift, moves)  # the whole batch's shifts, then this rank's share
+        emb, logits, shown, counted = (ranks.gather(o) for o in model(ranks.share(batch),
+                                                                     ranks.share(vectors[train_q[idx]])))
         answer = F.cross_entropy(logits, train_a[idx], ignore_index=-100)
         parts = {"answer": answer}
         if counted is not None:
@@ -377,19 +395,23 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
                 parts["pairs"] = pair_bce(shown, pairs[images], pair_mask[images])
         if len(cap_img) >= 2:
             c = batch_indices(i, len(cap_img), recipe.batch_size, recipe.seed + 1)
-            cap_emb, *_ = model(pixels[cap_img[c]], vectors[cap_txt[c]])
+            cap_emb = ranks.gather(model(pixels[cap_img[ranks.share(c)]], vectors[cap_txt[ranks.share(c)]])[0])
             logits_c = model.logit_scale.exp().clamp(max=100) * cap_emb @ vectors[cap_txt[c]].T
             target = torch.arange(len(c))
             parts["contrastive"] = (F.cross_entropy(logits_c, target) + F.cross_entropy(logits_c.T, target)) / 2
         loss = sum(parts.values())
         optimizer.zero_grad()
-        loss.backward()
+        (loss / ranks.world).backward()  # every rank: the whole batch's loss, its share's gradient
+        ranks.sum_grads(model.parameters())
         optimizer.step()
         return {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
 
     t1 = time.perf_counter()
     run_loop(out, recipe.steps, step, modules={"model": model}, optimizer=optimizer, scheduler=scheduler,
-             resume=resume, label="encoder", quiet=quiet)
+             resume=resume, label="encoder", quiet=quiet, ranks=ranks)
+    if not ranks.main:  # rank 0 evaluates and saves the (same) weights
+        ranks.wait()
+        return {}
     metrics: dict = {"data": data.counts() | {"source": data.source}, "answers": len(vocab), "words": len(words)}
     if held:
         model.eval()
@@ -425,4 +447,5 @@ def train_encoder_on_data(out: Path, recipe: EncoderRecipe, data_source: str, *,
         model.vision.config.mmagent_feature_select = "full"
     model.vision.save_pretrained(out / "vision")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    ranks.wait()  # the others go on (the adapter of `train adapter --data`) once the encoder is on disk
     return metrics
