@@ -840,7 +840,7 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     check_position_share(recipe.position_share)  # before hours of stages 1-3, not when stage 4 starts
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    ranks = Ranks.join()  # one process, or one of torchrun's (docs/training.md#several-gpus)
+    ranks = Ranks.join()  # one process, or one of torchrun's (docs/scene-vlm.md, "Several GPUs")
     device = resolve_device(recipe.device, ranks)
     pin_recipe(out, asdict(recipe), resume, write=ranks.main)
     if not ranks.main:
