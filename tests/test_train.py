@@ -338,7 +338,9 @@ def test_cli_adapter_without_a_trained_encoder_is_one_line(tmp_path):
     assert not (tmp_path / "o").exists()
     for args, says in ((["--init", str(tmp_path / "empty")], "is not a trained adapter's small export"),
                        (["--data", str(tmp_path / "d.jsonl"), "--relations-steps", "5"], "--relations-steps is the scene"),
-                       (["--data", str(tmp_path / "d.jsonl"), "--position-share", "0.8"], "--position-share is the scene")):
+                       (["--data", str(tmp_path / "d.jsonl"), "--position-share", "0.8"], "--position-share is the scene"),
+                       # before an encoder is trained on the data (minutes), not after
+                       (["--data", str(tmp_path / "d.jsonl"), "--llm", str(tmp_path / "no-llm")], "--llm")):
         out = subprocess.run([mm, "train", "adapter", "--out", str(tmp_path / "o"), *args], capture_output=True,
                              text=True, timeout=120)
         assert out.returncode != 0 and out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr
@@ -358,6 +360,17 @@ def test_query_adapters_need_a_square_number_of_queries(tiny_encoder, tiny_llama
 
     with pytest.raises(InputError, match="num_queries must be a square"):
         build_llava(tiny_encoder[0], AdapterRecipe(llm=str(tiny_llama), projector="resampler", num_queries=3))
+
+
+def test_an_llm_folder_that_is_not_a_causal_lm_is_one_clear_error(tiny_encoder, tmp_path):
+    from mmagent.errors import InputError
+    from mmagent.train.adapter import AdapterRecipe, build_llava
+
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(InputError, match="--llm .*notes: not a transformers causal LM"):
+        build_llava(tiny_encoder[0], AdapterRecipe(llm=str(tmp_path / "notes")))
+    with pytest.raises(InputError, match="--llm .*gone: no such folder"):
+        build_llava(tiny_encoder[0], AdapterRecipe(llm=str(tmp_path / "gone")))
 
 
 def test_cli_refuses_to_start_over_on_an_earlier_run(tmp_path):

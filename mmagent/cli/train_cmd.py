@@ -159,6 +159,12 @@ def adapter(encoder_dir: Path | None, vision_encoder: str | None, unfreeze_visio
     from ..train.adapter import AdapterRecipe, resolve_device, train_adapter
 
     resolve_device(device)  # a bad --device fails before anything is read
+    from ..zoo import get_zoo
+
+    if llm not in get_zoo().specs:  # nor an --llm that cannot be had (before an encoder is trained)
+        from ..train.vision import locate
+
+        locate(llm, "--llm")
     whole = data is not None and encoder_dir is None and vision_encoder is None and init is None
     if whole:  # the whole recipe: the encoder first, on the same data
         from ..train.encoder import EncoderRecipe, train_encoder_on_data

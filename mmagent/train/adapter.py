@@ -32,7 +32,7 @@ from ..scenes.vocab import WORDS
 from .encoder import known_bce, pair_accuracy, pair_bce
 from .loop import Ranks, TrainableState, batch_indices, logged_seconds, pin_recipe, run_loop, warmup_cosine
 from .scene_data import PLACES, SIZED, make_scenes
-from .vision import Tower, load_tower, preprocess, unfreeze_last
+from .vision import Tower, load_tower, locate, preprocess, unfreeze_last
 
 IMAGE_TOKEN = "<image>"
 QA_TYPES = ("existence", "colour", "shape", "count", "position", "comparison")
@@ -105,10 +105,14 @@ def build_llava(encoder: Path | Tower | None, recipe: AdapterRecipe):
 
     tower = encoder if isinstance(encoder, Tower) else load_tower(encoder, recipe.vision_encoder)
     zoo = get_zoo()
-    llm_dir = zoo.ensure(recipe.llm) if recipe.llm in zoo.specs else Path(recipe.llm)
-    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    llm_dir = zoo.ensure(recipe.llm) if recipe.llm in zoo.specs else locate(recipe.llm, "--llm")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+        llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
+    except (OSError, ValueError) as exc:  # a folder without a causal LM's config, weights or tokenizer
+        raise InputError(f"--llm {recipe.llm}: not a transformers causal LM ({' '.join(str(exc).split())[:200]})") \
+            from None
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
     old_rows = llm.get_input_embeddings().weight.shape[0]
     llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     with torch.no_grad():  # new rows (<image>) = the mean embedding: deterministic, so a rebuild is exact

@@ -85,7 +85,7 @@ def pretrained_tower(source: str) -> Tower:
     import transformers
     from transformers import AutoConfig, AutoImageProcessor
 
-    where = _where(source)
+    where = locate(source, "--vision-encoder")
     try:
         config = AutoConfig.from_pretrained(where)
     except (OSError, ValueError) as exc:
@@ -109,22 +109,22 @@ def pretrained_tower(source: str) -> Tower:
     return Tower(model, processor, strategy, extra, size, int(vision_config.patch_size), family, source)
 
 
-def _where(source: str) -> str:
+def locate(source: str, flag: str) -> str:
     """A local folder as is; a hub id as its cached snapshot, or the id when the hub answers; else
-    one clear error at once (from_pretrained would retry for a minute)."""
+    one clear error at once, naming `flag` (from_pretrained would retry for a minute)."""
     from ..hf_hub import cached_snapshot, hub_unreachable_reason
 
     path = Path(source).expanduser()
     if path.is_absolute() or source.startswith((".", "~")) or path.exists():
         if not path.is_dir():
-            raise InputError(f"--vision-encoder {source}: no such folder")
+            raise InputError(f"{flag} {source}: no such folder")
         return str(path)
     snapshot = cached_snapshot(source)
     if snapshot is not None:
         return str(snapshot)
     reason = hub_unreachable_reason()
     if reason is not None:
-        raise InputError(f"--vision-encoder {source}: not a local folder, not in the Hugging Face cache, and the "
+        raise InputError(f"{flag} {source}: not a local folder, not in the Hugging Face cache, and the "
                          f"hub cannot be reached ({reason})")
     return source
 
