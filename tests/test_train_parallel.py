@@ -157,3 +157,53 @@ def test_each_process_takes_its_own_gpu(monkeypatch):
     assert resolve_device("cuda", Ranks(1, 2, 1)) == torch.device("cuda", 1)
     assert resolve_device("cpu", Ranks(1, 2, 1)) == torch.device("cpu")
     assert resolve_device("cuda:1", Ranks()) == torch.device("cuda", 1)
+
+
+_DRIVER = '''
+import sys
+from pathlib import Path
+
+import mmagent.train.adapter as A
+
+encoder, llm, out, how = sys.argv[1:5]
+recipe = A.AdapterRecipe(llm=llm, train_scenes=16, eval_scenes=2, probe_scenes=32, caption_steps=3, qa_steps=4,
+                         focus_steps=0, relations_steps=0, batch_size=3, lora_rank=4, checkpoint_every=2,
+                         precision="fp32")
+if how == "killed":  # dies in stage 2's 4th step, after its step-2 checkpoint (3 caption steps before)
+    real, calls = A.answer_loss, [0]
+
+    def dies(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 7:
+            raise SystemExit(3)
+        return real(*args, **kwargs)
+
+    A.answer_loss = dies
+A.train_adapter(Path(encoder), Path(out), recipe, resume=how == "resume", quiet=True)
+'''
+
+
+@pytest.mark.slow
+def test_a_killed_data_parallel_run_resumes_to_the_uninterrupted_weights(encoders, tiny_llama, tmp_path):
+    """Every rank resumes from rank 0's checkpoint: killed in stage 2 and resumed, a 2-process run
+    ends where an uninterrupted 2-process run does, exactly."""
+    home, root, _, _ = encoders
+    driver = tmp_path / "driver.py"
+    driver.write_text(_DRIVER)
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR")}
+
+    def run(out: str, how: str) -> int:
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                               str(driver), str(root / "one"), str(tiny_llama), str(tmp_path / out), how],
+                              capture_output=True, text=True, timeout=900,
+                              env=env | {"MMAGENT_HOME": str(home)}).returncode
+
+    assert run("a", "straight") == 0
+    assert run("b", "killed") != 0
+    assert not (tmp_path / "b" / "model").exists()
+    assert [json.loads(x)["step"] for x in (tmp_path / "b" / "qa" / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert run("b", "resume") == 0
+    assert _losses(tmp_path / "a" / "qa" / "log.jsonl") == _losses(tmp_path / "b" / "qa" / "log.jsonl")
+    for name in ("projector.safetensors", "lora/adapter_model.safetensors"):
+        a, b = _tensors(tmp_path / "a" / "small" / name), _tensors(tmp_path / "b" / "small" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
