@@ -526,14 +526,15 @@ def _count_accuracy(logits: torch.Tensor, units: list[tuple[int, int]], targets:
 
 @torch.no_grad()
 def evaluate_qa(model, processor, items: list[Example], pixels, *, limit: int | None = None, batch_size: int = 16,
-                score=None, shared: bool = True, new_tokens: int | None = None) -> dict:
+                score=None, shared: bool = True, new_tokens: int | None = None, ranks: Ranks | None = None) -> dict:
     """Greedy answers to held-out questions (`items`, each asked with its own system prompt);
     accuracy per type, and POPE's yes-ratio / precision / recall / F1 for each yes/no type
     (under "pope"). `score(reply, answer, type)`: the scene scorer by default. `shared`: the
     questions about one image (with one system prompt) are answered together, the image and the
     prompt before the question read once for all of them (`answer_together`); False: each
     question whole, `batch_size` at a time. `new_tokens`: the reply's length limit (default: the
-    longest reference answer's tokens + 2, at least 4)."""
+    longest reference answer's tokens + 2, at least 4). `ranks`: a data-parallel run's processes
+    answer a share of the batches each and every one gets the whole run's figures."""
     from ..scenes.scoring import is_correct
 
     score = score or is_correct
@@ -551,9 +552,8 @@ def evaluate_qa(model, processor, items: list[Example], pixels, *, limit: int | 
         batches = [g[i:i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
     else:
         batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-    correct: dict[str, list[int]] = {}
-    said: dict[str, list[dict]] = {}  # yes/no questions' replies, for POPE's numbers
-    for batch in batches:
+    answered: list[tuple[str, int, dict]] = []  # each question's type, right or not, reply and reference
+    for batch in batches[ranks.rank::ranks.world] if ranks is not None else batches:
         if shared:
             replies = answer_together(model, processor, batch, pixels, new_tokens)
         else:
@@ -563,10 +563,16 @@ def evaluate_qa(model, processor, items: list[Example], pixels, *, limit: int | 
                 out = model.generate(**enc, pixel_values=pixels[[e.scene for e in batch]].to(device),
                                      max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
             replies = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        for item, reply in zip(batch, replies):
-            correct.setdefault(item.type, []).append(int(score(reply, item.answer, item.type)))
-            said.setdefault(item.type, []).append({"reference": [item.answer], "prediction": reply})
+        answered += [(item.type, int(score(reply, item.answer, item.type)),
+                      {"reference": [item.answer], "prediction": reply}) for item, reply in zip(batch, replies)]
     model.train()
+    if ranks is not None:
+        answered = ranks.collect(answered)
+    correct: dict[str, list[int]] = {}
+    said: dict[str, list[dict]] = {}  # yes/no questions' replies, for POPE's numbers
+    for qtype, right, row in answered:
+        correct.setdefault(qtype, []).append(right)
+        said.setdefault(qtype, []).append(row)
     from ..eval.stats import pope
 
     yes_no = {t: pope(rows) for t, rows in sorted(said.items())
@@ -839,8 +845,8 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     """Train the adapter (and LoRA) on the scene world or on `recipe.data`; evaluate on held-out
     images; save `out/model` (a LLaVA folder), `out/metrics.json` and, for mmagent's own encoder,
     the small export `out/small`. `on_data(TrainingData)`: called once the user's data is read.
-    Under torchrun, every process trains its share of each batch (`Ranks`); rank 0 evaluates,
-    saves and returns the metrics, the others return {}."""
+    Under torchrun, every process trains its share of each batch and answers its share of the
+    held-out questions (`Ranks`); rank 0 saves and returns the metrics, the others return {}."""
     check_position_share(recipe.position_share)  # before hours of stages 1-3, not when stage 4 starts
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -928,10 +934,9 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
                  optimizer=optimizer, scheduler=scheduler, resume=resume, label=f"adapter {stage}", quiet=quiet,
                  checkpoint_every=recipe.checkpoint_every, ranks=ranks)
         timings[f"{stage}_seconds"] = logged_seconds(out / stage / "log.jsonl")
-    if not ranks.main:  # the same weights as rank 0's, which evaluates and saves them
-        return {}
     if lora is not None:  # keep the LoRA weights apart (small export), then fold them into the LLM
-        lora.save_pretrained(out / lora_name)
+        if ranks.main:
+            lora.save_pretrained(out / lora_name)
         loras.append(out / lora_name)
         model = lora.merge_and_unload()
     t0 = time.perf_counter()
@@ -939,7 +944,9 @@ def train_adapter(encoder_dir: Path | None, out: Path, recipe: AdapterRecipe, *,
     # this run's stage 4 or an --init model's); generation stops at the end token all the same
     said = [len(processor.tokenizer(e.answer, add_special_tokens=False)["input_ids"]) for e in data.explained or []]
     metrics = evaluate_qa(model, processor, data.eval_items, data.eval_pixels, score=data.score,
-                          new_tokens=max(said) + 2 if said else None)
+                          new_tokens=max(said) + 2 if said else None, ranks=ranks)  # each rank a share
+    if not ranks.main:  # rank 0 saves the (same) weights and the figures
+        return {}
     metrics.update(timings, calibration=calibration, eval_seconds=round(time.perf_counter() - t0, 1),
                    device=str(device), processes=ranks.world, precision="bf16" if bf16 else "fp32", data=data.summary,
                    recipe=asdict(recipe))
