@@ -93,11 +93,10 @@ def test_two_processes_train_the_adapter_one_process_trains(encoders, tiny_llama
     assert one["processes"] == 1 and two["processes"] == 2
     for stage in ("caption", "qa", "focus", "relations"):
         _same_losses(tmp_path / "one" / stage / "log.jsonl", tmp_path / "two" / stage / "log.jsonl")
-    small = Path("small")
-    moved = _tensors(tmp_path / "one" / small / "lora-1" / "adapter_model.safetensors")
+    moved = _tensors(tmp_path / "one" / "small" / "lora-1" / "adapter_model.safetensors")
     assert any(v.abs().max() > 1e-3 for k, v in moved.items() if "lora_B" in k)  # trained: B starts at zero
     for name in ("projector.safetensors", "lora/adapter_model.safetensors", "lora-1/adapter_model.safetensors"):
-        _close(tmp_path / "one" / small / name, tmp_path / "two" / small / name, 1e-5)
+        _close(tmp_path / "one" / "small" / name, tmp_path / "two" / "small" / name, 1e-5)
     assert {k: v for k, v in one.items() if k not in ("processes",) and not k.endswith("seconds")} == \
         {k: v for k, v in two.items() if k not in ("processes",) and not k.endswith("seconds")}
 
@@ -127,7 +126,7 @@ def test_one_process_is_a_world_of_one(monkeypatch):
     ranks = Ranks.join()
     assert (ranks.rank, ranks.world, ranks.main) == (0, 1, True)
     x = torch.arange(5.0)
-    assert ranks.share(x) is not None and torch.equal(ranks.share(x), x) and ranks.gather(x) is x
+    assert torch.equal(ranks.share(x), x) and ranks.gather(x) is x
     assert ranks.total(2.5) == 2.5
     # the shares of a batch, in rank order, are the batch: contiguous, sizes differing by at most one
     shares = [Ranks(r, 3).share(list(range(7))) for r in range(3)]

@@ -3,7 +3,6 @@ data (`--data`), on the CPU or a GPU (`--device`)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -35,7 +34,9 @@ def data_options(command):
 
 def _result(metrics: dict) -> None:
     """The run's metrics on stdout, once: in a data-parallel run (torchrun) rank 0 prints them."""
-    if os.environ.get("RANK", "0") == "0":
+    from ..train.loop import Ranks
+
+    if Ranks.told().main:
         print_json(metrics)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections import Counter
@@ -830,13 +829,12 @@ def resolve_device(name: str, ranks: Ranks | None = None) -> torch.device:
         raise InputError(f"--device {name}: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {name}: this machine has no CUDA device")
-    world = ranks.world if ranks is not None else int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if device.type == "cuda" and world > 1:
+    ranks = ranks or Ranks.told()  # the CLI's early check: before the process group is joined
+    if device.type == "cuda" and ranks.world > 1:
         if device.index is not None:
             raise InputError(f"--device {name} with torchrun: each process takes the GPU of its LOCAL_RANK; "
                              f"use --device auto or cuda")
-        local = ranks.local if ranks is not None else int(os.environ.get("LOCAL_RANK", "0") or 0)
-        device = torch.device("cuda", local % torch.cuda.device_count())
+        device = torch.device("cuda", ranks.local % torch.cuda.device_count())
     return device
 
 

@@ -158,10 +158,9 @@ def logged_seconds(log_path: Path) -> float:
 
 
 def _progress(quiet: bool):
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
-
-    from rich.console import Console
 
     # on stderr: stdout is the run's metrics (JSON), e.g. redirected to a file
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -206,16 +205,24 @@ class Ranks:
         return f"Ranks(rank={self.rank}, world={self.world}, local={self.local})"
 
     @classmethod
+    def told(cls) -> "Ranks":
+        """This process's place as torchrun's variables say, without joining the process group."""
+        from ..errors import InputError
+
+        try:
+            return cls(int(os.environ.get("RANK") or 0), max(1, int(os.environ.get("WORLD_SIZE") or 1)),
+                       int(os.environ.get("LOCAL_RANK") or 0))
+        except ValueError:
+            raise InputError("WORLD_SIZE, RANK and LOCAL_RANK must be integers (torchrun sets them)") from None
+
+    @classmethod
     def join(cls) -> "Ranks":
         """This process's place: joins torchrun's process group on the first call (WORLD_SIZE > 1)."""
         from ..errors import InputError
 
-        try:
-            world = int(os.environ.get("WORLD_SIZE", "1"))
-            rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-        except ValueError:
-            raise InputError("WORLD_SIZE, RANK and LOCAL_RANK must be integers (torchrun sets them)") from None
-        if world <= 1:
+        told = cls.told()
+        world, local = told.world, told.local
+        if world == 1:
             return cls()
         import torch.distributed as dist
 
@@ -261,15 +268,9 @@ class Ranks:
         import torch.distributed as dist
 
         params = [p for p in params if p.requires_grad]
-        if not params:
-            return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        start = 0
-        for p in params:
-            p.grad = flat[start:start + p.numel()].view_as(p).to(p.dtype).clone()
-            start += p.numel()
+        for p, summed in zip(params, _at_once(grads, dist.all_reduce)):
+            p.grad = summed
 
     def same_start(self, params) -> None:
         """Rank 0's values of `params` on every rank (the trainable state at a stage's start)."""
@@ -278,15 +279,9 @@ class Ranks:
         import torch.distributed as dist
 
         params = list(params)
-        if not params:
-            return
         with torch.no_grad():
-            flat = torch.cat([p.detach().reshape(-1) for p in params])
-            dist.broadcast(flat, 0)
-            start = 0
-            for p in params:
-                p.copy_(flat[start:start + p.numel()].view_as(p))
-                start += p.numel()
+            for p, first in zip(params, _at_once([p.detach() for p in params], lambda flat: dist.broadcast(flat, 0))):
+                p.copy_(first)
 
     def total(self, value: float) -> float:
         """`value` summed over the ranks (each rank's weighted share of a loss: the batch's loss)."""
@@ -314,6 +309,16 @@ class Ranks:
             import torch.distributed as dist
 
             dist.barrier()
+
+
+def _at_once(tensors: list[torch.Tensor], collective) -> list[torch.Tensor]:
+    """`collective` (an in-place all-reduce, broadcast ...) on all of `tensors` as one flat tensor:
+    one message, not one per parameter. Returns the results, shaped as `tensors`."""
+    if not tensors:
+        return []
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    collective(flat)
+    return [part.view_as(t).to(t.dtype) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 class _Gather(torch.autograd.Function):
